@@ -1,0 +1,4 @@
+from coatnet_deploy.cli import main
+
+if __name__ == "__main__":
+    main()

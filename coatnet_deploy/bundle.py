@@ -1,0 +1,263 @@
+"""The bundle on disk: written into a temporary directory and swapped into place only when complete;
+read back only after its manifest and checksums are verified. Torch-free (the device runtime uses it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from coatnet_deploy.errors import UserError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+# Reports are rewritten by `parity`/`bench` runs; they are listed but not part of the integrity set.
+UNCHECKED = ("report.json", "report.md", "report.html")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def artifact_entries(root: Path) -> list[dict[str, Any]]:
+    """sha256 and size of every file in the bundle except the manifest, sorted by path."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            rel = p.relative_to(root).as_posix()
+            out.append({"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size})
+    return out
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+def check_output_path(output: str | Path) -> Path:
+    """Refuse outputs that cannot hold a bundle before any work is done."""
+    out = Path(output).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output '{output}' is a file", "a bundle is a directory", "pass a directory path")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise UserError(f"--output '{output}' is a non-empty directory that is not a coatnet-deploy bundle",
+                        "replacing it would delete files this tool did not write", "choose another --output or empty it")
+    parent = out.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"--output '{output}' cannot be created", f"'{probe}' is a file", "choose another --output")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--output '{output}' is not writable", f"no write permission on '{probe}'", "choose another --output")
+    return out
+
+
+class BundleWriter:
+    """Stage a bundle in ``.<name>.partial-<pid>-*`` beside the target; ``commit`` swaps it in.
+
+    A failed or killed export leaves the previous bundle at the target untouched: the target is only
+    ever changed by one rename (or an atomic exchange where the kernel offers renameat2).
+    """
+
+    def __init__(self, output: str | Path):
+        self.target = check_output_path(output)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(self.target)
+        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-{os.getpid()}-", dir=self.target.parent))
+        self.committed = False
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def write_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        manifest = dict(manifest)
+        manifest["schema_version"] = SCHEMA_VERSION
+        manifest["artifacts"] = artifact_entries(self.dir)
+        _write_json(self.dir / MANIFEST, manifest)
+        return manifest
+
+    def commit(self) -> Path:
+        _fsync_tree(self.dir)
+        if self.target.exists():
+            if not _exchange(self.dir, self.target):
+                old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
+                os.rmdir(old)
+                os.rename(self.target, old)
+                os.rename(self.dir, self.target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)  # now holds the old bundle
+        else:
+            os.rename(self.dir, self.target)
+        self.committed = True
+        return self.target
+
+    def abort(self) -> None:
+        if not self.committed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.committed:
+            self.abort()
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise UserError(f"could not write the bundle next to '{self.target}'", f"{os.strerror(exc.errno)}",
+                            "free disk space (or raise the file size limit) and export again; the previous bundle is untouched") from None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    _write_json(Path(path), data)
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete staging directories left by killed exports (their pid no longer runs)."""
+    for p in target.parent.glob(f".{target.name}.partial-*"):
+        try:
+            pid = int(p.name.split(".partial-")[1].split("-")[0])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    root = Path(bundle)
+    if not root.is_dir():
+        raise UserError(f"bundle '{bundle}' not found", "the path is not a directory", "pass the directory that `export --output` wrote")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise UserError(f"'{bundle}' is not a bundle", f"{MANIFEST} is missing", "pass the directory that `export --output` wrote, or export again")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"bundle '{bundle}': {MANIFEST} is not valid JSON", str(e).splitlines()[0], "export the bundle again") from None
+    if not isinstance(manifest, dict) or "schema_version" not in manifest:
+        raise UserError(f"bundle '{bundle}': {MANIFEST} has no schema_version", "it was not written by coatnet-deploy", "export the bundle again")
+    sv = manifest["schema_version"]
+    if not isinstance(sv, int) or sv > SCHEMA_VERSION:
+        raise UserError(f"bundle '{bundle}' has schema version {sv}", f"this coatnet-deploy reads up to version {SCHEMA_VERSION}",
+                        "upgrade coatnet-deploy (pip install -U coatnet-deploy)")
+    for key in ("model", "input", "preprocess", "target", "precision", "artifacts"):
+        if key not in manifest:
+            raise UserError(f"bundle '{bundle}': {MANIFEST} lacks '{key}'", "the manifest is incomplete or was edited", "export the bundle again")
+    return manifest
+
+
+def verify_bundle(bundle: str | Path, check_reports: bool = False) -> dict[str, Any]:
+    """Read the manifest and check every artifact's presence, size and SHA-256; returns the manifest.
+
+    Raises UserError naming the first file that is missing or does not match.
+    """
+    root = Path(bundle)
+    manifest = read_manifest(root)
+    for entry in manifest["artifacts"]:
+        rel = entry.get("path", "")
+        if not check_reports and rel in UNCHECKED:
+            continue
+        p = (root / rel).resolve()
+        if root.resolve() not in p.parents:
+            raise UserError(f"bundle '{bundle}': artifact path '{rel}' points outside the bundle", "the manifest was tampered with", "export the bundle again")
+        if not p.is_file():
+            raise UserError(f"bundle '{bundle}': '{rel}' is missing", "the manifest lists it", "copy the whole bundle directory, or export again")
+        size = p.stat().st_size
+        if size != entry.get("bytes"):
+            raise UserError(f"bundle '{bundle}': '{rel}' has {size} bytes, the manifest says {entry.get('bytes')}",
+                            "the file was truncated or changed after export", "copy the bundle again or export again")
+        if sha256_file(p) != entry.get("sha256"):
+            raise UserError(f"bundle '{bundle}': '{rel}' does not match its SHA-256 in the manifest",
+                            "the file was changed after export", "copy the bundle again or export again")
+    return manifest
+
+
+def rewrite_reports(bundle: Path, manifest: dict[str, Any]) -> None:
+    """Refresh the report entries' checksums after `parity`/`bench` rewrote reports in place."""
+    entries = {e["path"]: e for e in manifest["artifacts"]}
+    for name in UNCHECKED:
+        p = bundle / name
+        if p.is_file():
+            entries[name] = {"path": name, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+    manifest["artifacts"] = sorted(entries.values(), key=lambda e: e["path"])
+    tmp = bundle / (MANIFEST + ".tmp")
+    _write_json(tmp, manifest)
+    os.replace(tmp, bundle / MANIFEST)

@@ -1,0 +1,66 @@
+"""coatnet-deploy export: build -> ONNX -> simplify -> precision -> engine -> parity -> bundle."""
+
+from __future__ import annotations
+
+import click
+
+from coatnet_deploy.cli import cli
+from coatnet_deploy.cli.common import emit_json, json_option, progress_printer
+from coatnet_deploy.errors import EXIT_GATE_FAILED, EXIT_OK
+
+
+@cli.command("export")
+@click.option("--config", "config_file", type=str, help="YAML from export_configs/; flags override it.")
+@click.option("--model", type=str, help="Variant from `coatnet-deploy models` (default coatnet_0_rw_224).")
+@click.option("--weights", type=str, help=".safetensors or torch checkpoint (read with weights_only=True).")
+@click.option("--num-classes", type=int, help="Head size (inferred from --weights).")
+@click.option("--labels", type=str, help="Text file, one class name per line.")
+@click.option("--image-size", type=int, help="Square input size, multiple of 32 from 64.")
+@click.option("--target", type=str, help="onnx | onnxruntime | openvino | tensorrt (default onnxruntime).")
+@click.option("--precision", type=str, help="fp32 | fp16 | int8 (default fp32).")
+@click.option("--calibration", type=str, help="INT8 calibration: image folder or .npz (default calibration/).")
+@click.option("--calibration-samples", type=int, help="Images drawn from the calibration set (default 300).")
+@click.option("--images", type=str, help="Folder of images used as golden inputs (default: the calibration folder).")
+@click.option("--batch", type=str, help="Dynamic batch range MIN:OPT:MAX (default 1:1:8).")
+@click.option("--reference", type=str, help="auto | cpu | cuda: where the PyTorch reference runs.")
+@click.option("--defer-build", is_flag=True, default=None, help="TensorRT: bundle the ONNX + build_engine.sh, build on the device.")
+@click.option("--output", type=str, help="Bundle directory (replaced only when the new bundle is complete).")
+@click.option("--opset", type=int, help="ONNX opset (default 17).")
+@click.option("--simplify/--no-simplify", default=None, help="Run onnxsim (default on).")
+@click.option("--seed", type=int, help="Seed for random init, golden tensors, calibration shuffle.")
+@click.option("--threads", type=int, help="Runtime threads for parity and latency.")
+@click.option("--bench-iterations", type=int, help="Latency iterations in the report (0 = skip).")
+@click.option("--eval-images", type=str, help="ImageFolder tree: adds dataset accuracy to the report.")
+@click.option("--sensitivity", is_flag=True, default=None, help="INT8: per-node SQNR ranking in the report.")
+@click.option("--max-drop", type=float, help="INT8 accuracy budget: move the worst layers to float until it holds.")
+@click.option("--int8-method", type=str, help="OpenVINO INT8: auto | qdq | nncf.")
+@click.option("--calibrate-method", type=str, help="minmax | entropy | percentile.")
+@json_option
+def export_cmd(config_file, as_json, **flags):
+    """Export a CoAtNet variant to a checked, self-describing bundle.
+
+    Exit 0 when every parity gate passed, 2 when a gate failed (the bundle says FAILED),
+    1 for bad input, 3 when the target cannot run here.
+    """
+    from coatnet_deploy.config import make_config
+    from coatnet_deploy.pipeline import export
+
+    cfg = make_config(config_file, flags)
+    result = export(cfg, progress=progress_printer(not as_json))
+    rep = result.report
+    if as_json:
+        emit_json({"bundle": str(result.bundle), "status": result.status, "target": cfg.target, "precision": cfg.precision,
+                   "parity": {k: v for k, v in rep["parity"].items() if k != "per_sample"},
+                   "latency": {k: v for k, v in rep.get("latency", {}).items() if k != "samples_ms"} or None,
+                   "stages": [{k: v for k, v in s.items()} for s in rep["stages"]]})
+    else:
+        p = rep["parity"]
+        click.echo(f"{result.status}: {cfg.model} -> {cfg.target}/{cfg.precision}  bundle {result.bundle}")
+        click.echo(f"  parity   cos_min {p['cosine_min']:.6f}  max_abs {p['max_abs_err']:.3g}  top1 {p['top1_agreement']:.3f}  top5 {p['top5_agreement']:.3f}")
+        if "latency" in rep:
+            lat = rep["latency"]
+            ref = rep.get("reference_latency", {})
+            click.echo(f"  latency  p50 {lat['p50_ms']:.2f} ms at batch {lat['batch']} (PyTorch {ref.get('p50_ms', float('nan')):.2f} ms, x{rep.get('speedup_vs_reference') or float('nan'):.2f})")
+        if not result.passed:
+            click.echo(f"  failed gates: {', '.join(p.get('failed_gates', []))}; smallest passing tolerance: {p.get('min_passing')}")
+    return EXIT_OK if result.passed else EXIT_GATE_FAILED

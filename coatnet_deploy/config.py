@@ -1,0 +1,219 @@
+"""Export configuration: a YAML file (``--config``) overridden by CLI flags, validated by key and type.
+
+Every field is listed in ``FIELDS`` with its type and meaning; ``export_configs/*.yaml`` and the README
+are documented from the same table, and an unknown key or a value of the wrong type is refused naming
+the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coatnet_deploy.errors import UserError
+
+DEFAULT_GATES: dict[str, dict[str, float]] = {
+    # fp32 must say exactly what the model says; 1e-4 on logits leaves room for summation order only.
+    "fp32": {"top1_agreement": 1.0, "max_abs_err": 1e-4, "cosine_min": 0.99999},
+    "fp16": {"cosine_min": 0.999, "top1_agreement": 0.9},
+    # INT8 is judged by direction (cosine) and by decisions; per-logit error is expected.
+    "int8": {"cosine_min": 0.98, "top1_agreement": 0.75},
+}
+GATE_KEYS = ("cosine_min", "max_abs_err", "mean_abs_err", "top1_agreement", "top5_agreement", "accuracy_drop")
+
+TENSORRT_DEFAULTS: dict[str, Any] = {
+    "workspace_mb": 2048,
+    "opt_level": 3,
+    "timing_cache": None,
+    "hardware_compat": "none",
+    "version_compatible": False,
+}
+
+
+@dataclass
+class ExportConfig:
+    model: str = "coatnet_0_rw_224"
+    weights: str | None = None
+    num_classes: int | None = None
+    labels: str | None = None
+    image_size: int | None = None
+    target: str = "onnxruntime"
+    precision: str = "fp32"
+    calibration: str | None = None
+    calibration_samples: int = 300
+    images: str | None = None
+    golden_images: int = 8
+    golden_random: int = 4
+    batch: str = "1:1:8"
+    reference: str = "auto"
+    defer_build: bool = False
+    output: str | None = None
+    opset: int = 17
+    simplify: bool = True
+    seed: int = 0
+    threads: int | None = None
+    bench_iterations: int = 20
+    eval_images: str | None = None
+    sensitivity: bool = False
+    max_drop: float | None = None
+    int8_method: str = "auto"
+    calibrate_method: str = "minmax"
+    gates: dict = field(default_factory=dict)
+    tensorrt: dict = field(default_factory=dict)
+
+    # -- derived -------------------------------------------------------------------------------
+    def batch_range(self) -> tuple[int, int, int]:
+        return parse_batch(self.batch)
+
+    def gate_thresholds(self) -> dict[str, float]:
+        merged = dict(DEFAULT_GATES[self.precision])
+        merged.update(self.gates.get(self.precision, {}) if _nested_gates(self.gates) else self.gates)
+        return merged
+
+    def tensorrt_settings(self) -> dict[str, Any]:
+        return {**TENSORRT_DEFAULTS, **self.tensorrt}
+
+    def default_output(self) -> str:
+        return str(Path("bundles") / f"{self.model}-{self.target}-{self.precision}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# name -> (accepted python types, help). The help text documents export_configs/*.yaml.
+FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "variant name from `coatnet-deploy models`"),
+    "weights": ((str, type(None)), ".safetensors or torch checkpoint (weights_only); null = seeded random init"),
+    "num_classes": ((int, type(None)), "head size; inferred from the weights when null"),
+    "labels": ((str, type(None)), "text file with one class name per line"),
+    "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
+    "target": ((str,), "onnx | onnxruntime | openvino | tensorrt"),
+    "precision": ((str,), "fp32 | fp16 | int8"),
+    "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = calibration/"),
+    "calibration_samples": ((int,), "images drawn (seeded) from the calibration set for INT8"),
+    "images": ((str, type(None)), "folder of images used as golden inputs; null = the calibration folder"),
+    "golden_images": ((int,), "how many real images become golden inputs"),
+    "golden_random": ((int,), "how many seeded random tensors join the golden inputs"),
+    "batch": ((str,), "dynamic batch range MIN:OPT:MAX"),
+    "reference": ((str,), "auto | cpu | cuda: where the PyTorch reference runs"),
+    "defer_build": ((bool,), "TensorRT only: write the bundle and build the engine on the device"),
+    "output": ((str, type(None)), "bundle directory; null = bundles/<model>-<target>-<precision>"),
+    "opset": ((int,), "ONNX opset (17 parses on TensorRT 10.x / JetPack 6)"),
+    "simplify": ((bool,), "run onnxsim (checked against the plain graph)"),
+    "seed": ((int,), "seed for random init, golden tensors and calibration shuffle"),
+    "threads": ((int, type(None)), "runtime threads for parity and latency; null = runtime default"),
+    "bench_iterations": ((int,), "latency iterations written into the report; 0 = skip latency"),
+    "eval_images": ((str, type(None)), "ImageFolder tree: adds dataset accuracy to the report"),
+    "sensitivity": ((bool,), "INT8: per-node SQNR ranking in the report"),
+    "max_drop": ((float, int, type(None)), "INT8 accuracy budget: move worst layers to float until the gate holds"),
+    "int8_method": ((str,), "openvino INT8: auto | qdq | nncf (auto keeps the closer one)"),
+    "calibrate_method": ((str,), "minmax | entropy | percentile"),
+    "gates": ((dict,), "parity gate overrides, e.g. {cosine_min: 0.995} or per precision {int8: {...}}"),
+    "tensorrt": ((dict,), "workspace_mb, opt_level, timing_cache, hardware_compat, version_compatible"),
+}
+
+CHOICES = {
+    "reference": ("auto", "cpu", "cuda"),
+    "int8_method": ("auto", "qdq", "nncf"),
+    "calibrate_method": ("minmax", "entropy", "percentile"),
+}
+TENSORRT_TYPES = {
+    "workspace_mb": (int,),
+    "opt_level": (int,),
+    "timing_cache": (str, type(None)),
+    "hardware_compat": (str,),
+    "version_compatible": (bool,),
+}
+
+
+def _nested_gates(g: dict) -> bool:
+    return any(k in ("fp32", "fp16", "int8") for k in g)
+
+
+def parse_batch(text: str) -> tuple[int, int, int]:
+    """'1:1:8' -> (1, 1, 8); a single 'N' means N:N:N."""
+    parts = str(text).split(":")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = []
+    if len(nums) == 1:
+        nums = nums * 3
+    if len(nums) != 3 or not (1 <= nums[0] <= nums[1] <= nums[2]):
+        raise UserError(f"bad batch range '{text}'", "expected MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX", "pass e.g. --batch 1:1:8")
+    return nums[0], nums[1], nums[2]
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = ["null" if t is type(None) else {"str": "string", "int": "integer", "float": "number", "bool": "true/false", "dict": "mapping"}[t.__name__] for t in types]
+    return " or ".join(dict.fromkeys(names))
+
+
+def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check keys and types of a config mapping; returns it unchanged when valid."""
+    for key, value in values.items():
+        if key not in FIELDS:
+            close = [k for k in FIELDS if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(FIELDS)}"
+            raise UserError(f"{source}: unknown key '{key}'", hint, "remove or rename it")
+        types, _ = FIELDS[key]
+        # bool is an int subclass: 'opset: true' must not pass as an integer.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UserError(f"{source}: key '{key}' must be {_type_name(types)}", f"got {value!r}", "fix the value")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise UserError(f"{source}: key '{key}' is '{value}'", f"valid values: {', '.join(CHOICES[key])}", "fix the value")
+        if key in ("calibration_samples", "golden_images", "golden_random", "bench_iterations") and value < 0:
+            raise UserError(f"{source}: key '{key}' is {value}", "it cannot be negative", "fix the value")
+    for key, value in (values.get("tensorrt") or {}).items():
+        if key not in TENSORRT_TYPES:
+            raise UserError(f"{source}: unknown key 'tensorrt.{key}'", f"valid keys: {', '.join(TENSORRT_TYPES)}", "remove or rename it")
+        if not isinstance(value, TENSORRT_TYPES[key]):
+            raise UserError(f"{source}: key 'tensorrt.{key}' must be {_type_name(TENSORRT_TYPES[key])}", f"got {value!r}", "fix the value")
+    gates = values.get("gates") or {}
+    flat = {}
+    for k, v in gates.items():
+        if k in ("fp32", "fp16", "int8"):
+            if not isinstance(v, dict):
+                raise UserError(f"{source}: key 'gates.{k}' must be a mapping", f"got {v!r}", "fix the value")
+            flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            flat[k] = v
+    for k, v in flat.items():
+        name = k.split(".")[-1]
+        if name not in GATE_KEYS:
+            raise UserError(f"{source}: unknown gate '{k}'", f"valid gates: {', '.join(GATE_KEYS)}", "remove or rename it")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise UserError(f"{source}: gate '{k}' must be a number", f"got {v!r}", "fix the value")
+    if "batch" in values:
+        parse_batch(values["batch"])
+    return values
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read and validate an export config YAML; returns the mapping of keys it sets."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file '{path}' not found", "the path does not name a file", "pass an existing file, e.g. export_configs/onnxruntime-fp32.yaml")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"config file '{path}' is not valid YAML", first, "fix the syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file '{path}' must be a mapping of keys to values", f"got a {type(data).__name__}", "see export_configs/ for examples")
+    return validate(data, str(path))
+
+
+def make_config(config_file: str | None, overrides: dict[str, Any]) -> ExportConfig:
+    """The config file's values, then every CLI flag that was given (None = not given)."""
+    values = load_config_file(config_file) if config_file else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    validate(given, "command line")
+    values.update(given)
+    return ExportConfig(**values)

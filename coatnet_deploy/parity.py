@@ -1,0 +1,62 @@
+"""Bundle self-test: the engine against the stored reference logits. Torch-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coatnet_deploy.bundle import verify_bundle
+from coatnet_deploy.compare import compare
+from coatnet_deploy.errors import UserError
+
+
+def load_golden(bundle: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(bundle / "golden.npz", allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise UserError(f"bundle '{bundle}': golden.npz cannot be read", str(e).splitlines()[0], "export the bundle again") from None
+
+
+def check_bundle(bundle: str | Path, images: str | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Verify checksums, run the engine on golden.npz, apply the bundle's gates; returns a result dict."""
+    from coatnet_deploy.runtime.engines import open_runner
+
+    root = Path(bundle)
+    manifest = verify_bundle(root)
+    golden = load_golden(root)
+    max_batch = int(manifest["input"]["batch"]["max"])
+    runner, what = open_runner(root, manifest, threads=threads)
+    with runner:
+        out = np.concatenate([runner.infer(golden["inputs"][i:i + max_batch]) for i in range(0, len(golden["inputs"]), max_batch)])
+        res = compare(golden["reference_logits"], out, manifest.get("gates", {}))
+        result: dict[str, Any] = {"bundle": str(root), "runs": what, "status": "PASSED" if res.passed else "FAILED",
+                                  "parity": res.to_dict(per_sample=False)}
+        if images:
+            result["images"] = _images_vs_onnx(root, manifest, runner, images, threads, max_batch)
+    return result
+
+
+def _images_vs_onnx(root: Path, manifest: dict[str, Any], runner, images: str, threads: int | None, max_batch: int) -> dict[str, Any]:
+    """Extra images have no stored PyTorch outputs: compare the engine with the bundle's ONNX instead."""
+    from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
+    from coatnet_deploy.calibration import image_files
+    from coatnet_deploy.preprocess import PreprocessConfig, load_image, preprocess_image
+
+    cfg = PreprocessConfig.from_dict(manifest["preprocess"])
+    files = image_files(images)
+    arrays = []
+    for f in files:
+        try:
+            arrays.append(preprocess_image(load_image(f), cfg))
+        except UserError:
+            continue
+    if not arrays:
+        raise UserError(f"no readable images in '{images}'", "--images needs JPEG/PNG/BMP/WebP files", "pass a folder of photographs")
+    x = np.stack(arrays)
+    eng = np.concatenate([runner.infer(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
+    with OnnxRuntimeRunner(str(root / "model.onnx"), threads=threads) as onnx_runner:
+        ref = np.concatenate([onnx_runner.infer(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
+    return compare(ref, eng, {}).to_dict(per_sample=False)

@@ -1,0 +1,528 @@
+"""``export``: build -> ONNX -> simplify -> precision -> engine -> parity -> latency -> bundle.
+
+``export(cfg)`` is a readable chain of the steps in ``stages``, ``precision`` and ``backends``.
+Every artifact is checked against the PyTorch reference on the same golden inputs, stage by stage,
+so the report can say which stage moved the logits. The bundle is staged in a temporary directory
+and swapped into place only when complete (``bundle.BundleWriter``).
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from coatnet_deploy import __version__
+from coatnet_deploy import capabilities
+from coatnet_deploy.bundle import BundleWriter, utc_now, write_json
+from coatnet_deploy.compare import ParityResult, apply_gates, compare
+from coatnet_deploy.config import ExportConfig
+from coatnet_deploy.errors import UserError
+from coatnet_deploy.stages import INPUT_NAME, OUTPUT_NAME
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    status: str
+    report: dict[str, Any]
+    manifest: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "PASSED"
+
+
+@dataclass
+class _Ctx:
+    cfg: ExportConfig
+    work: Path  # scratch dir for intermediate graphs (not shipped)
+    out: BundleWriter
+    say: Progress
+    image_size: int = 0
+    batch: tuple[int, int, int] = (1, 1, 8)
+    golden: np.ndarray | None = None
+    golden_names: list[str] = field(default_factory=list)
+    ref_logits: np.ndarray | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
+    """Run the whole export for ``cfg``; returns the committed bundle's path, status and report.
+
+    Raises UserError for bad input (nothing is written at ``cfg.output`` then), TargetUnavailable
+    when the target cannot run here. A failed parity gate is not an exception: the bundle is
+    written with status FAILED and the caller maps it to exit 2.
+    """
+    say = progress or _quiet
+    cell = capabilities.require(cfg.target, cfg.precision, cfg.defer_build)
+    batch = cfg.batch_range()
+    output = cfg.output or cfg.default_output()
+    writer = BundleWriter(output)
+    with writer, tempfile.TemporaryDirectory(prefix="coatnet-deploy-") as tmp:
+        ctx = _Ctx(cfg=cfg, work=Path(tmp), out=writer, say=say, batch=batch)
+        ctx.versions["coatnet-deploy"] = __version__
+        model, info = _step(ctx, "reference model", _build_reference_model)
+        _step(ctx, "golden inputs", _golden, model, info)
+        _step(ctx, "reference outputs", _reference_outputs, model)
+        fp32_onnx = _step(ctx, "ONNX export", _onnx, model, info)
+        graph = _step(ctx, "simplify", _simplify, fp32_onnx)
+        del model  # the torch model is not needed past the graph; frees memory for the engine
+        precision_onnx = _step(ctx, "precision", _precision, graph)
+        engine_runner_factory = _step(ctx, f"{cfg.target} engine", _engine, graph, precision_onnx, cell)
+        final = _step(ctx, "parity", _final_parity)
+        if engine_runner_factory is not None and cfg.bench_iterations > 0:
+            _step(ctx, "latency", _latency, engine_runner_factory, info)
+        if cfg.eval_images and engine_runner_factory is not None:
+            _step(ctx, "dataset accuracy", _accuracy, engine_runner_factory, info, final)
+        status = "PASSED" if final.passed else "FAILED"
+        _step(ctx, "bundle", _write_bundle, status, final, info)
+        path = writer.commit()
+    say(f"bundle: {path} [{status}]")
+    return ExportResult(bundle=path, status=status, report=ctx.report, manifest=ctx.manifest)
+
+
+def _step(ctx: _Ctx, name: str, fn, *args):
+    ctx.say(f"[{name}] ...")
+    t0 = time.perf_counter()
+    out = fn(ctx, *args)
+    dt = time.perf_counter() - t0
+    ctx.timings[name] = round(dt, 3)
+    ctx.say(f"[{name}] done in {dt:.1f}s")
+    return out
+
+
+# -- reference ------------------------------------------------------------------------------------
+
+def _build_reference_model(ctx: _Ctx):
+    import torch
+
+    from coatnet_deploy.models import build_model, model_info
+
+    cfg = ctx.cfg
+    info = model_info(cfg.model)
+    ctx.image_size = cfg.image_size or info.default_image_size
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, num_classes=cfg.num_classes, image_size=ctx.image_size, weights=cfg.weights, seed=cfg.seed)
+    ctx.versions["torch"] = torch.__version__
+    return model, info
+
+
+def _labels(cfg: ExportConfig, num_classes: int) -> list[str] | None:
+    if not cfg.labels:
+        return None
+    p = Path(cfg.labels)
+    if not p.is_file():
+        raise UserError(f"labels file '{cfg.labels}' not found", "--labels must name a text file", "pass a file with one class name per line")
+    try:
+        names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        raise UserError(f"labels file '{cfg.labels}' is not UTF-8 text", "it could not be decoded", "save it as UTF-8, one class name per line") from None
+    if len(names) != num_classes:
+        raise UserError(f"labels file '{cfg.labels}' has {len(names)} names", f"the model has {num_classes} classes",
+                        "give one name per class, or pass --num-classes to match")
+    return names
+
+
+def _preprocess_cfg(info, image_size: int):
+    from coatnet_deploy.preprocess import PreprocessConfig
+
+    pp = info.preprocess
+    return PreprocessConfig.for_size(image_size, pp["crop_pct"], pp["interpolation"], tuple(pp["mean"]), tuple(pp["std"]))
+
+
+def _golden(ctx: _Ctx, model, info) -> None:
+    from coatnet_deploy.stages import golden_inputs
+
+    cfg = ctx.cfg
+    ctx.golden, ctx.golden_names = golden_inputs(_preprocess_cfg(info, ctx.image_size), ctx.image_size,
+                                                 cfg.images, cfg.golden_images, cfg.golden_random, cfg.seed)
+
+
+def _reference_outputs(ctx: _Ctx, model) -> None:
+    from coatnet_deploy.backends.torch_ref import TorchRunner, resolve_reference_device
+
+    device = resolve_reference_device(ctx.cfg.reference)
+    runner = TorchRunner(model, device=device, dtype="fp32", threads=ctx.cfg.threads)
+    with runner:
+        ctx.ref_logits = runner.infer(ctx.golden)
+    ctx.report["reference"] = {"framework": "torch", "device": device, "dtype": "float32", **_pick(runner.settings(), "torch", "cuda_device")}
+    if not ctx.cfg.weights:
+        ctx.report["reference_note"] = f"random init (no --weights), seed {ctx.cfg.seed}"
+
+
+# -- graphs ---------------------------------------------------------------------------------------
+
+def _onnx(ctx: _Ctx, model, info) -> Path:
+    import onnx
+
+    from coatnet_deploy.stages import check_batch_range, onnx_from_model
+
+    cfg = ctx.cfg
+    path = ctx.work / "model.fp32.onnx"
+    meta = {
+        "coatnet_deploy.version": __version__,
+        "model": cfg.model,
+        "image_size": str(ctx.image_size),
+        "preprocess": _json(_preprocess_cfg(info, ctx.image_size).to_dict()),
+        "labels": _json(_labels(cfg, _num_classes(model))),
+    }
+    facts = onnx_from_model(model, path, ctx.image_size, cfg.opset, meta)
+    facts.update(check_batch_range(path, ctx.image_size, ctx.batch, cfg.threads))
+    ctx.versions["onnx"] = onnx.__version__
+    ctx.manifest["export"] = facts
+    _stage_parity(ctx, "onnx", path)
+    return path
+
+
+def _simplify(ctx: _Ctx, fp32_onnx: Path) -> Path:
+    from coatnet_deploy.stages import simplified_onnx
+
+    if not ctx.cfg.simplify:
+        ctx.manifest["simplify"] = {"ok": False, "skipped": "simplify: false"}
+        return fp32_onnx
+    dst = ctx.work / "model.sim.onnx"
+    info = simplified_onnx(fp32_onnx, dst, ctx.golden[: ctx.batch[2]], ctx.cfg.threads)
+    ctx.manifest["simplify"] = info
+    if info.get("version"):
+        ctx.versions["onnxsim"] = info["version"]
+    if not info["ok"]:
+        ctx.say(f"[simplify] failed, keeping the plain graph: {info['error']}")
+    _stage_parity(ctx, "simplified", dst)
+    return dst
+
+
+def _precision(ctx: _Ctx, graph: Path) -> Path:
+    """The precision-carrying ONNX: the graph itself (fp32), a float16 graph, or explicit Q/DQ INT8."""
+    from coatnet_deploy import precision as prec
+
+    cfg = ctx.cfg
+    if cfg.precision == "fp32":
+        return graph
+    if cfg.precision == "fp16":
+        out = ctx.work / "model.fp16.onnx"
+        info = prec.fp16_onnx(graph, out)
+        ctx.report["precision_plan"] = info.get("plan")
+        ctx.manifest["precision"] = {k: v for k, v in info.items() if k != "plan"}
+        _stage_parity(ctx, "quantized", out)
+        return out
+    out = ctx.work / "model.int8.onnx"
+    calib = _calibration(ctx)
+    info = prec.int8_qdq_onnx(graph, out, calib, cfg, ctx)
+    ctx.report["precision_plan"] = info.get("plan")
+    if info.get("sensitivity") is not None:
+        ctx.report["sensitivity"] = info["sensitivity"]
+    ctx.manifest["precision"] = {k: v for k, v in info.items() if k not in ("plan", "sensitivity")}
+    _stage_parity(ctx, "quantized", out)
+    return out
+
+
+def _calibration(ctx: _Ctx):
+    from coatnet_deploy.calibration import CalibrationSet, default_calibration_dir
+    from coatnet_deploy.models import model_info
+
+    cfg = ctx.cfg
+    source = cfg.calibration or str(default_calibration_dir())
+    pp = _preprocess_cfg(model_info(cfg.model), ctx.image_size)
+    calib = CalibrationSet(source, pp, image_size=ctx.image_size)
+    calib.select(cfg.calibration_samples, cfg.seed)
+    if calib.skipped:
+        shown = "; ".join(f"{Path(p).name}: {why}" for p, why in calib.skipped[:5])
+        ctx.say(f"[calibration] skipped {len(calib.skipped)} unreadable file(s): {shown}")
+    ctx.manifest["calibration"] = {"source": str(source), "samples": len(calib), "sha256": calib.sha256(),
+                                   "seed": cfg.seed, "method": cfg.calibrate_method, "skipped": [str(p) for p, _ in calib.skipped]}
+    return calib
+
+
+# -- engines --------------------------------------------------------------------------------------
+
+def _engine(ctx: _Ctx, graph: Path, precision_onnx: Path, cell):
+    """Write the engine files into the bundle; returns a factory for the engine's runner (or None)."""
+    cfg = ctx.cfg
+    shutil.copyfile(precision_onnx, ctx.out.path("model.onnx"))
+    threads = cfg.threads
+    if cfg.target == "onnx":
+        from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
+
+        path = ctx.out.path("model.onnx")
+        factory = lambda: OnnxRuntimeRunner(str(path), threads=threads)  # noqa: E731
+        ctx.manifest["engine"] = {"runtime": "onnxruntime", "files": ["model.onnx"]}
+    elif cfg.target == "onnxruntime":
+        from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner, save_optimized_model
+
+        opt = ctx.out.path("model.ort.onnx")
+        save_optimized_model(str(ctx.out.path("model.onnx")), str(opt))
+        factory = lambda: OnnxRuntimeRunner(str(opt), threads=threads, optimization="disable")  # noqa: E731
+        ctx.manifest["engine"] = {"runtime": "onnxruntime", "files": ["model.ort.onnx"], "graph_optimization": "all (pre-applied, saved)",
+                                  "note": "model.ort.onnx holds ORT's CPU-specific fused ops; model.onnx is the portable graph"}
+    elif cfg.target == "openvino":
+        factory = _openvino_engine(ctx, graph, precision_onnx)
+    else:
+        factory = _tensorrt_engine(ctx, precision_onnx)
+    if factory is not None:
+        _stage_parity(ctx, "engine", None, factory)
+        with factory() as r:
+            ctx.manifest.setdefault("engine", {})["settings"] = r.settings()
+    return factory
+
+
+def _openvino_engine(ctx: _Ctx, graph: Path, precision_onnx: Path):
+    import openvino as ov
+
+    from coatnet_deploy.backends.openvino import OpenVINORunner, ir_from_onnx
+
+    cfg = ctx.cfg
+    ctx.versions["openvino"] = ov.__version__
+    xml = ctx.out.path("model.xml")
+    threads = cfg.threads
+    if cfg.precision == "fp32":
+        ir_from_onnx(str(graph), str(ctx.out.dir), compress_to_fp16=False)
+        hint = "f32"
+        ctx.manifest["engine"] = {"runtime": "openvino", "files": ["model.xml", "model.bin"], "inference_precision_hint": hint}
+    elif cfg.precision == "fp16":
+        # IR from the float32 graph with fp16-compressed weights; compute precision is pinned by the hint.
+        ir_from_onnx(str(graph), str(ctx.out.dir), compress_to_fp16=True)
+        hint = "f16"
+        ctx.manifest["engine"] = {"runtime": "openvino", "files": ["model.xml", "model.bin"], "weights": "fp16", "inference_precision_hint": hint}
+    else:
+        from coatnet_deploy import precision as prec
+
+        hint = "f32"  # INT8 layers run in int8; the hint pins what stays float to f32, not bf16/f16
+        method = prec.openvino_int8_ir(ctx, graph, precision_onnx, ctx.out.dir)
+        ctx.manifest["engine"] = {"runtime": "openvino", "files": ["model.xml", "model.bin"], "int8_method": method, "inference_precision_hint": hint}
+    return lambda: OpenVINORunner(str(xml), threads=threads, inference_precision=hint)
+
+
+def _tensorrt_engine(ctx: _Ctx, precision_onnx: Path):
+    from coatnet_deploy.backends import tensorrt as trt_backend
+
+    cfg = ctx.cfg
+    trt = cfg.tensorrt_settings()
+    settings = trt_backend.BuildSettings(
+        onnx_path=str(ctx.out.path("model.onnx")), engine_path=str(ctx.out.path("model.engine")), input_name=INPUT_NAME,
+        min_batch=ctx.batch[0], opt_batch=ctx.batch[1], max_batch=ctx.batch[2], image_size=ctx.image_size,
+        precision=cfg.precision, workspace_mb=trt["workspace_mb"], opt_level=trt["opt_level"],
+        timing_cache=trt["timing_cache"], hardware_compat=trt["hardware_compat"], version_compatible=trt["version_compatible"],
+    )
+    script = trt_backend.write_build_script(ctx.out.dir, settings)
+    eng: dict[str, Any] = {"runtime": "tensorrt", "build_script": script.name, "profile": {"min": ctx.batch[0], "opt": ctx.batch[1], "max": ctx.batch[2]},
+                           "hardware_compat": trt["hardware_compat"], "version_compatible": trt["version_compatible"],
+                           "workspace_mb": trt["workspace_mb"], "opt_level": trt["opt_level"]}
+    if cfg.defer_build:
+        eng.update({"deferred": True, "files": ["model.onnx", script.name],
+                    "note": "engine not built here: run build_engine.sh on the device, then `coatnet-deploy parity` there"})
+        ctx.manifest["engine"] = eng
+        return None
+    meta = trt_backend.build_engine(settings)
+    eng.update({"deferred": False, "files": ["model.engine", script.name], **meta})
+    ctx.manifest["engine"] = eng
+    ctx.versions["tensorrt"] = str(meta.get("tensorrt_version", ""))
+    engine_path = ctx.out.path("model.engine")
+    return lambda: trt_backend.TensorRTRunner(str(engine_path), meta)
+
+
+# -- parity ---------------------------------------------------------------------------------------
+
+def _stage_parity(ctx: _Ctx, stage: str, onnx_path: Path | None, factory=None) -> ParityResult:
+    from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
+    from coatnet_deploy.stages import run_batched
+
+    runner = factory() if factory is not None else OnnxRuntimeRunner(str(onnx_path), threads=ctx.cfg.threads)
+    with runner:
+        out = run_batched(runner, ctx.golden, ctx.batch[2])
+    res = compare(ctx.ref_logits, out, ctx.cfg.gate_thresholds())
+    entry = {"stage": stage, "artifact": (onnx_path.name if onnx_path is not None else ctx.cfg.target), "runtime": runner.framework or runner.name,
+             **res.to_dict(per_sample=False)}
+    ctx.stages.append(entry)
+    ctx.say(f"[parity:{stage}] {res.summary()}")
+    ctx.__dict__.setdefault("_parity", {})[stage] = res
+    return res
+
+
+def _final_parity(ctx: _Ctx) -> ParityResult:
+    results: dict[str, ParityResult] = ctx.__dict__.get("_parity", {})
+    final = results.get("engine") or results.get("quantized") or results.get("simplified") or results["onnx"]
+    return final
+
+
+# -- latency and accuracy -------------------------------------------------------------------------
+
+def _latency(ctx: _Ctx, factory, info) -> None:
+    from coatnet_deploy.backends.torch_ref import TorchRunner
+    from coatnet_deploy.bench import BenchConfig, compare_interleaved
+    from coatnet_deploy.models import build_model
+
+    cfg = ctx.cfg
+    b = ctx.batch[1]
+    x = np.resize(ctx.golden, (b,) + ctx.golden.shape[1:]).astype(np.float32)
+    bcfg = BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=cfg.bench_iterations, min_time_s=0.0, max_time_s=max(30.0, cfg.bench_iterations * 2.0))
+    model = build_model(cfg.model, num_classes=ctx.ref_logits.shape[1], image_size=ctx.image_size, weights=cfg.weights, seed=cfg.seed)
+    device = ctx.report["reference"]["device"]
+    runners = {"engine": factory(), "reference": TorchRunner(model, device=device, dtype="fp32", threads=cfg.threads)}
+    try:
+        for r in runners.values():
+            r.activate()
+        res = compare_interleaved(runners, x, bcfg)
+    finally:
+        for r in runners.values():
+            r.deactivate()
+    ctx.report["latency"] = res["engine"].to_dict()
+    ctx.report["reference_latency"] = res["reference"].to_dict()
+    ref50, eng50 = res["reference"].p50_ms, res["engine"].p50_ms
+    ctx.report["speedup_vs_reference"] = round(ref50 / eng50, 3) if eng50 > 0 else None
+
+
+def _accuracy(ctx: _Ctx, factory, info, final: ParityResult) -> None:
+    from coatnet_deploy.backends.torch_ref import TorchRunner
+    from coatnet_deploy.calibration import EvalSet
+    from coatnet_deploy.compare import accuracy
+    from coatnet_deploy.models import build_model
+
+    cfg = ctx.cfg
+    labels = _labels(cfg, ctx.ref_logits.shape[1])
+    evalset = EvalSet(cfg.eval_images, _preprocess_cfg(info, ctx.image_size), labels=labels)
+    model = build_model(cfg.model, num_classes=ctx.ref_logits.shape[1], image_size=ctx.image_size, weights=cfg.weights, seed=cfg.seed)
+    ref_out, eng_out, ys = [], [], []
+    with TorchRunner(model, device=ctx.report["reference"]["device"], dtype="fp32", threads=cfg.threads) as ref, factory() as eng:
+        for xb, yb in evalset.batches(ctx.batch[2]):
+            ref_out.append(ref.infer(xb))
+            eng_out.append(eng.infer(xb))
+            ys.append(np.asarray(yb))
+    ref_logits, eng_logits, y = np.concatenate(ref_out), np.concatenate(eng_out), np.concatenate(ys)
+    r1, r5 = accuracy(ref_logits, y)
+    e1, e5 = accuracy(eng_logits, y)
+    agree = ref_logits.argmax(1) == eng_logits.argmax(1)
+    classes = evalset.classes
+    per_class = {classes[c]: {"n": int((y == c).sum()), "agreement": float(agree[y == c].mean()) if (y == c).any() else None,
+                              "reference_top1": float((ref_logits.argmax(1)[y == c] == c).mean() * 100) if (y == c).any() else None,
+                              "engine_top1": float((eng_logits.argmax(1)[y == c] == c).mean() * 100) if (y == c).any() else None}
+                 for c in range(len(classes))}
+    acc = {"images": int(len(y)), "reference_top1": r1, "reference_top5": r5, "engine_top1": e1, "engine_top5": e5,
+           "drop_top1": round(r1 - e1, 4), "drop_top5": round(r5 - e5, 4), "top1_agreement": float(agree.mean()), "per_class": per_class}
+    ctx.report["accuracy"] = acc
+    gates = ctx.cfg.gate_thresholds()
+    if "accuracy_drop" in gates:
+        apply_gates(final, gates, extra={"accuracy_drop": acc["drop_top1"]})
+
+
+# -- bundle ---------------------------------------------------------------------------------------
+
+def _write_bundle(ctx: _Ctx, status: str, final: ParityResult, info) -> None:
+    import onnx
+    import onnxruntime
+
+    cfg = ctx.cfg
+    ctx.versions.setdefault("onnxruntime", onnxruntime.__version__)
+    ctx.versions.setdefault("onnx", onnx.__version__)
+    ctx.versions["numpy"] = np.__version__
+    ctx.versions["python"] = platform.python_version()
+    num_classes = int(ctx.ref_logits.shape[1])
+    np.savez_compressed(ctx.out.path("golden.npz"), inputs=ctx.golden, reference_logits=ctx.ref_logits,
+                        names=np.array(ctx.golden_names))
+    from coatnet_deploy.models.weights import weights_sha256
+
+    pp = _preprocess_cfg(info, ctx.image_size).to_dict()
+    report = ctx.report
+    report.update({
+        "schema_version": 1,
+        "status": status,
+        "target": cfg.target,
+        "precision": cfg.precision,
+        "model": cfg.model,
+        "parity": final.to_dict(),
+        "stages": ctx.stages,
+        "stage_times_s": ctx.timings,
+        "environment": environment(ctx.versions, cfg.threads),
+        "created": utc_now(),
+    })
+    report.setdefault("reference_note", None)
+    ctx.manifest.update({
+        "tool": {"name": "coatnet-deploy", "version": __version__},
+        "model": {"name": cfg.model, "timm_name": info.timm_name, "num_classes": num_classes,
+                  "labels": _labels(cfg, num_classes), "weights_sha256": weights_sha256(cfg.weights) if cfg.weights else None,
+                  "weights_note": None if cfg.weights else f"random init, seed {cfg.seed}", "image_size": ctx.image_size},
+        "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32",
+                  "shape": [[ctx.batch[0], ctx.batch[2]], 3, ctx.image_size, ctx.image_size],
+                  "batch": {"min": ctx.batch[0], "opt": ctx.batch[1], "max": ctx.batch[2]}},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [[ctx.batch[0], ctx.batch[2]], num_classes]},
+        "preprocess": pp,
+        "target": cfg.target,
+        "precision": cfg.precision,
+        "status": status,
+        "golden": {"file": "golden.npz", "samples": int(len(ctx.golden)), "names": ctx.golden_names},
+        "gates": cfg.gate_thresholds(),
+        "config": cfg.to_dict(),
+        "versions": ctx.versions,
+        "created": report["created"],
+    })
+    write_json(ctx.out.path("report.json"), report)
+    from coatnet_deploy.report_md import render_markdown
+
+    ctx.out.path("report.md").write_text(render_markdown(report, ctx.manifest), encoding="utf-8")
+    from coatnet_deploy.report_html import render_html
+
+    ctx.out.path("report.html").write_text(render_html(report, ctx.manifest), encoding="utf-8")
+    ctx.manifest = ctx.out.write_manifest(ctx.manifest)
+
+
+def environment(versions: dict[str, str], threads: int | None) -> dict[str, Any]:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "threads": threads, "versions": dict(versions), "gpu": _gpu_name()}
+
+
+def _gpu_name() -> str | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - a broken CUDA install means "no GPU" for the report
+        return None
+    return None
+
+
+def _num_classes(model) -> int:
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int):
+        return n
+    import torch
+
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    return int(last.out_features)
+
+
+def _pick(d: dict, *keys: str) -> dict:
+    return {k: d[k] for k in keys if k in d}
+
+
+def _json(v: Any) -> str:
+    import json
+
+    return json.dumps(v, sort_keys=True)

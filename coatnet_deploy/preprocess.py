@@ -1,0 +1,389 @@
+"""The one image preprocessing of the project: load any image, resize, center crop, normalise.
+
+Golden inputs, INT8 calibration, accuracy evaluation and ``predict`` all call
+:func:`preprocess_image`, so what the engine sees on the device is what it was proven on.
+NumPy + Pillow only: the device runtime imports this module, so it must never import torch.
+
+The transform is timm's eval transform (``transforms_imagenet_eval``, crop_mode "center"):
+resize the shorter side to ``floor(image_size / crop_pct)`` with PIL, center crop, ``x / 255``,
+``(x - mean) / std``, HWC -> CHW, float32. ``tests/fixtures/preprocess`` holds timm's own output
+for a few images; this module reproduces it bit for bit.
+
+Decisions about odd inputs (documented because they change pixel values):
+
+- Transparency (RGBA, LA, PA, P or L with a transparency key) is composited on **white**, the
+  way a browser or image viewer shows it. Dropping alpha (``convert("RGB")``, as timm's dataset
+  loader does) exposes whatever colour the encoder left under transparent pixels, often black.
+- 16-bit and 32-bit integer greyscale (``I;16*``, ``I``) is scaled to 8 bit (``v * 255 / 65535``,
+  rounded), not clipped; ``I`` values outside 0..65535 and float (``F``) values outside 0..1 are
+  min-max stretched. Float images in 0..1 are scaled by 255.
+- CMYK and YCbCr use Pillow's conversion (no ICC colour management).
+- Animated GIF / WebP: the first frame.
+- EXIF orientation is applied (``ImageOps.exif_transpose``) before anything else.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from coatnet_deploy.errors import UserError
+
+# Pillow's own decompression-bomb threshold (~89.5 MP, ~270 MB as RGB). Checked on the header,
+# before any pixel is decoded, so a tiny file that claims a huge canvas fails fast.
+MAX_IMAGE_PIXELS = 89_478_485
+
+# Formats the project promises to read. TIFF carries 16-bit scientific images; GIF is common.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
+
+INTERPOLATIONS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+# Resizing an extreme strip (e.g. 1 x 5000) "shorter side to 256" would allocate a
+# 256 x 1.28M canvas only to crop its center. Beyond this factor we resample just the
+# region the crop keeps (PIL's resize(box=...)), which samples the same source pixels.
+_MAX_RESIZED_LONG_FACTOR = 8
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
+
+_CONFIG_KEYS = ("resize", "crop", "mean", "std", "interpolation", "crop_pct")
+
+
+def _default_mean() -> tuple[float, float, float]:
+    return (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an image becomes the model's input.
+
+    resize: the shorter side after resizing (px); crop: the square center crop (px);
+    interpolation: 'bicubic' | 'bilinear' | 'nearest'; mean, std: per RGB channel, on 0..1 values;
+    crop_pct: crop / resize as timm states it (informational once resize is set).
+    Defaults follow most CoAtNet weights in timm (mean = std = 0.5, bicubic, crop_pct 0.95).
+    """
+
+    resize: int = 235
+    crop: int = 224
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = field(default_factory=_default_mean)
+    std: tuple[float, float, float] = field(default_factory=_default_mean)
+    crop_pct: float = 0.95
+
+    def __post_init__(self) -> None:
+        # Normalise sequences (lists from JSON/YAML) to tuples so configs compare and hash.
+        object.__setattr__(self, "mean", _triple("mean", self.mean))
+        object.__setattr__(self, "std", _triple("std", self.std))
+        for name in ("resize", "crop"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise UserError(f"preprocess.{name} is {v!r}", "it must be a positive integer (pixels)")
+            object.__setattr__(self, name, int(v))
+        if self.resize < self.crop:
+            raise UserError(
+                f"preprocess.resize ({self.resize}) is smaller than preprocess.crop ({self.crop})",
+                "the center crop must fit inside the resized image",
+                "set resize >= crop, e.g. resize = floor(crop / crop_pct)",
+            )
+        if self.interpolation not in INTERPOLATIONS:
+            raise UserError(
+                f"preprocess.interpolation is {self.interpolation!r}",
+                "it is not a known interpolation",
+                f"use one of: {', '.join(INTERPOLATIONS)}",
+            )
+        cp = self.crop_pct
+        if isinstance(cp, bool) or not isinstance(cp, (int, float)) or not (0.0 < float(cp) <= 1.0):
+            raise UserError(f"preprocess.crop_pct is {cp!r}", "it must be a number in (0, 1]")
+        object.__setattr__(self, "crop_pct", float(cp))
+        if any(s <= 0 for s in self.std):
+            raise UserError(f"preprocess.std is {self.std!r}", "every std must be > 0")
+
+    @classmethod
+    def for_size(
+        cls,
+        image_size: int,
+        crop_pct: float = 0.95,
+        interpolation: str = "bicubic",
+        mean: Iterable[float] = (0.5, 0.5, 0.5),
+        std: Iterable[float] = (0.5, 0.5, 0.5),
+    ) -> "PreprocessConfig":
+        """Config for a square ``image_size`` input, resize = floor(image_size / crop_pct) as timm does."""
+        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
+            raise UserError(f"crop_pct is {crop_pct!r}", "it must be a number in (0, 1]")
+        resize = math.floor(image_size / crop_pct)
+        return cls(resize=resize, crop=image_size, interpolation=interpolation,
+                   mean=tuple(mean), std=tuple(std), crop_pct=float(crop_pct))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessConfig":
+        """Manifest / model-info dict -> config. Needs ``crop``; ``resize`` defaults to floor(crop / crop_pct).
+
+        Unknown keys are rejected (a typo would otherwise silently change nothing).
+        """
+        if not isinstance(d, Mapping):
+            raise UserError(f"preprocess settings are a {type(d).__name__}", "expected a mapping",
+                            f"give keys: {', '.join(_CONFIG_KEYS)}")
+        unknown = sorted(set(d) - set(_CONFIG_KEYS))
+        if unknown:
+            raise UserError(f"unknown preprocess key(s) {', '.join(map(str, unknown))}",
+                            f"valid keys are: {', '.join(_CONFIG_KEYS)}")
+        if "crop" not in d:
+            raise UserError("preprocess settings have no 'crop'", "the input size is required")
+        crop = d["crop"]
+        crop_pct = d.get("crop_pct")
+        resize = d.get("resize")
+        if crop_pct is None:
+            crop_pct = (crop / resize) if isinstance(resize, (int, float)) and resize else 0.95
+        if resize is None:
+            if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)):
+                raise UserError(f"preprocess.crop is {crop!r}", "it must be a positive integer (pixels)")
+            resize = math.floor(crop / crop_pct) if isinstance(crop_pct, (int, float)) and crop_pct > 0 else crop
+        return cls(
+            resize=resize,
+            crop=crop,
+            interpolation=d.get("interpolation", "bicubic"),
+            mean=d.get("mean", (0.5, 0.5, 0.5)),
+            std=d.get("std", (0.5, 0.5, 0.5)),
+            crop_pct=crop_pct,
+        )
+
+    def to_dict(self) -> dict:
+        """Config -> JSON-ready dict (the manifest's ``preprocess``)."""
+        return {
+            "resize": self.resize,
+            "crop": self.crop,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+        }
+
+
+def _triple(name: str, v: Any) -> tuple[float, float, float]:
+    try:
+        vals = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        raise UserError(f"preprocess.{name} is {v!r}", "it must be 3 numbers (R, G, B)") from None
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3 or not all(math.isfinite(x) for x in vals):
+        raise UserError(f"preprocess.{name} is {v!r}", "it must be 3 finite numbers (R, G, B)")
+    return vals  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _describe(source: Any, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return "<image>"
+
+
+def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Path, bytes or PIL image -> decoded RGB ``PIL.Image`` (EXIF orientation applied).
+
+    Raises UserError naming the file (or ``name``) and the reason for: a missing file, a
+    directory, an empty or truncated file, an unsupported or undecodable format, and images
+    over ``MAX_IMAGE_PIXELS`` ("image too large").
+    """
+    label = _describe(source, name)
+    if isinstance(source, Image.Image):
+        return _to_rgb(_oriented(source, label), label)
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise UserError(f"cannot read image {label}", "it is empty (0 bytes)")
+        fp: Any = io.BytesIO(data)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"cannot read image {label}", "no such file", "check the path")
+        if path.is_dir():
+            raise UserError(f"cannot read image {label}", "it is a directory, not an image file")
+        try:
+            if path.stat().st_size == 0:
+                raise UserError(f"cannot read image {label}", "the file is empty (0 bytes)")
+            fp = open(path, "rb")
+        except OSError as exc:
+            raise UserError(f"cannot read image {label}", exc.strerror or str(exc)) from exc
+    else:
+        raise UserError(f"cannot read image {label}",
+                        f"expected a path, bytes or PIL image, got {type(source).__name__}")
+
+    with fp:
+        img = _decode(fp, label)
+    return _to_rgb(_oriented(img, label), label)
+
+
+def _decode(fp: Any, label: str) -> Image.Image:
+    fmts = ", ".join(f.lower() for f in SUPPORTED_FORMATS)
+    try:
+        with warnings.catch_warnings():
+            # Pillow only *warns* between 1x and 2x its limit; we want one hard limit.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp, formats=SUPPORTED_FORMATS)
+            _check_size(img, label)
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            img.load()
+            return img
+    except UserError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UserError(f"cannot read image {label}", f"image too large ({exc})",
+                        f"images over {MAX_IMAGE_PIXELS} pixels are refused; downscale it first") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise UserError(f"cannot read image {label}", "not a recognised image file",
+                        f"supported formats: {fmts}") from exc
+    except Exception as exc:  # noqa: BLE001
+        # Pillow's decoders are parsers of untrusted bytes and fail with whatever they hit
+        # (OSError "truncated", SyntaxError, ValueError, struct.error, EOFError, ...). For the
+        # caller each means the same thing: this file is not a usable image.
+        raise UserError(f"cannot read image {label}",
+                        f"it is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_size(img: Image.Image, label: str) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise UserError(f"cannot read image {label}", f"it has no pixels ({w}x{h})")
+    if w * h > MAX_IMAGE_PIXELS:
+        raise UserError(f"cannot read image {label}", f"image too large ({w}x{h} = {w * h} pixels)",
+                        f"images over {MAX_IMAGE_PIXELS} pixels are refused; downscale it first")
+
+
+def _oriented(img: Image.Image, label: str) -> Image.Image:
+    _check_size(img, label)
+    try:
+        out = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001
+        # A malformed EXIF block must not cost the whole image: use it as stored.
+        return img
+    return img if out is None else out
+
+
+def _to_rgb(img: Image.Image, label: str) -> Image.Image:
+    """Any Pillow mode -> RGB, with the decisions in the module docstring."""
+    try:
+        mode = img.mode
+        if mode == "RGB":
+            return img
+        if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F") or mode.startswith("I;"):
+            return Image.fromarray(_wide_to_u8(img), mode="L").convert("RGB")
+        has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+        if has_alpha:
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return img.convert("RGB")
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"cannot read image {label}",
+                        f"its pixel mode {img.mode!r} cannot be converted to RGB ({exc})") from exc
+
+
+def _wide_to_u8(img: Image.Image) -> np.ndarray:
+    a = np.asarray(img)
+    if a.dtype.kind == "f":
+        a = a.astype(np.float64)
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        return np.rint(a * 255.0).astype(np.uint8)
+    a = a.astype(np.int64)
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi > 65535:
+        # Not 16-bit data after all (32-bit integer image): stretch what is there.
+        a = (a - lo) * 255.0 / (hi - lo) if hi > lo else np.zeros(a.shape)
+        return np.rint(a).astype(np.uint8)
+    # 16-bit range: 65535 -> 255, 0 -> 0, proportional in between.
+    return ((a * 255 + 32767) // 65535).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- transform
+
+
+def _resized_center_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    w, h = img.size
+    resample = INTERPOLATIONS[cfg.interpolation]
+    # torchvision.transforms.Resize(int): shorter side -> size, longer side truncated (int()).
+    if w <= h:
+        nw, nh = cfg.resize, int(cfg.resize * h / w)
+    else:
+        nw, nh = int(cfg.resize * w / h), cfg.resize
+    # torchvision CenterCrop offsets: round((size - crop) / 2).
+    left = int(round((nw - cfg.crop) / 2.0))
+    top = int(round((nh - cfg.crop) / 2.0))
+    if max(nw, nh) <= _MAX_RESIZED_LONG_FACTOR * cfg.resize:
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), resample)
+        return img.crop((left, top, left + cfg.crop, top + cfg.crop))
+    # Extreme aspect ratio: resample only the kept region (same pixel-centre mapping).
+    sx, sy = w / nw, h / nh
+    box = (left * sx, top * sy, (left + cfg.crop) * sx, (top + cfg.crop) * sy)
+    return img.resize((cfg.crop, cfg.crop), resample, box=box)
+
+
+def preprocess_image(source: ImageSource, cfg: PreprocessConfig, name: str | None = None) -> np.ndarray:
+    """Path, bytes or PIL image -> float32 array (3, crop, crop), normalised with cfg's mean/std.
+
+    Raises UserError (see :func:`load_image`) for anything that is not a readable image.
+    """
+    img = load_image(source, name=name)
+    img = _resized_center_crop(img, cfg)
+    # Same float32 operation order as torchvision ToTensor + Normalize, so results match exactly.
+    x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(cfg.mean, dtype=np.float32)
+    std = np.asarray(cfg.std, dtype=np.float32)
+    x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+preprocess = preprocess_image
+
+
+def preprocess_batch(sources: Iterable[ImageSource], cfg: PreprocessConfig) -> np.ndarray:
+    """Paths / bytes / PIL images -> float32 array (N, 3, crop, crop); N may be 0."""
+    arrays = [preprocess_image(s, cfg) for s in sources]
+    if not arrays:
+        return np.zeros((0, 3, cfg.crop, cfg.crop), dtype=np.float32)
+    return np.stack(arrays).astype(np.float32, copy=False)
+
+
+def image_files(folder: Union[str, os.PathLike]) -> list[Path]:
+    """Folder -> image files under it (recursive, hidden entries skipped), in sorted, stable order.
+
+    Selected by extension only; whether each decodes is for the caller to find out.
+    """
+    root = Path(folder)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in filenames:
+            if not fn.startswith(".") and Path(fn).suffix.lower() in IMAGE_EXTENSIONS:
+                out.append(Path(dirpath) / fn)
+    return sorted(out, key=lambda p: p.relative_to(root).as_posix())
+
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"}
+)

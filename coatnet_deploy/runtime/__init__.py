@@ -1,0 +1,1 @@
+"""Torch-free runtime for device apps (being written)."""

@@ -192,7 +192,8 @@ class _Timed:
         return len(self.samples) >= self.cfg.min_iters and self.measured_s >= self.cfg.min_time_s
 
     def result(self, capped: bool) -> LatencyResult:
-        return summarize(
+        settings = self.runner.settings()
+        result = summarize(
             self.samples,
             batch=int(self.batch.shape[0]),
             warmup=self.warmup,
@@ -200,8 +201,11 @@ class _Timed:
             load_time_s=self.runner.load_time_s,
             mode=self.cfg.mode,
             capped=capped,
-            settings=self.runner.settings(),
+            settings=settings,
         )
+        # a runner's own caveats (e.g. OpenVINO ran f32 although f16 was asked) belong next to its numbers
+        result.warnings.extend(settings.get("warnings", []))
+        return result
 
 
 def _run(

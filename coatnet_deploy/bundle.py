@@ -78,9 +78,18 @@ class BundleWriter:
 
     def __init__(self, output: str | Path):
         self.target = check_output_path(output)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(self.target)
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-{os.getpid()}-", dir=self.target.parent))
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_partials(self.target)
+            self.dir = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-{os.getpid()}-", dir=self.target.parent))
+        except OSError as e:
+            # os.access() says yes to root everywhere; read-only and virtual file systems still refuse.
+            raise UserError(f"--output '{output}' is not writable", f"cannot create a directory in '{self.target.parent}' ({e.strerror or e})",
+                            "choose another --output") from None
+        # mkdtemp makes 0700; a bundle is meant to be copied and read by others, like any new directory.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.dir, 0o777 & ~umask)
         self.committed = False
 
     def path(self, name: str) -> Path:

@@ -181,7 +181,7 @@ def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
         else:
             flat[k] = v
     for k, v in flat.items():
-        name = k.split(".")[-1]
+        name = str(k).split(".")[-1]
         if name not in GATE_KEYS:
             raise UserError(f"{source}: unknown gate '{k}'", f"valid gates: {', '.join(GATE_KEYS)}", "remove or rename it")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -203,6 +203,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"config file '{path}' is not valid YAML", first, "fix the syntax") from None
+    except RecursionError:
+        # PyYAML parses recursively: thousands of nested brackets exhaust the stack.
+        raise UserError(f"config file '{path}' is nested too deeply", "an export config is a flat mapping with two small sections",
+                        "see export_configs/ for examples") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

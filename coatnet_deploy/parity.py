@@ -42,7 +42,7 @@ def check_bundle(bundle: str | Path, images: str | None = None, threads: int | N
 def _images_vs_onnx(root: Path, manifest: dict[str, Any], runner, images: str, threads: int | None, max_batch: int) -> dict[str, Any]:
     """Extra images have no stored PyTorch outputs: compare the engine with the bundle's ONNX instead."""
     from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
-    from coatnet_deploy.calibration import image_files
+    from coatnet_deploy.preprocess import image_files
     from coatnet_deploy.preprocess import PreprocessConfig, load_image, preprocess_image
 
     cfg = PreprocessConfig.from_dict(manifest["preprocess"])

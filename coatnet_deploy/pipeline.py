@@ -28,6 +28,8 @@ from coatnet_deploy.errors import UserError
 from coatnet_deploy.stages import INPUT_NAME, OUTPUT_NAME
 
 Progress = Callable[[str], None]
+# onnxsim folds constants and fuses ops; more than summation-order noise means it changed the model.
+SIMPLIFY_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -58,6 +60,10 @@ class _Ctx:
     report: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    calibration: Any = None
+    plan: Any = None
+    parity: dict[str, ParityResult] = field(default_factory=dict)
 
 
 def _quiet(_: str) -> None:
@@ -74,6 +80,8 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
     say = progress or _quiet
     cell = capabilities.require(cfg.target, cfg.precision, cfg.defer_build)
     batch = cfg.batch_range()
+    if cfg.target == "tensorrt":
+        _trt_settings(cfg, batch, cfg.image_size or 224, Path("."))  # refuse bad tensorrt settings before any work
     output = cfg.output or cfg.default_output()
     writer = BundleWriter(output)
     with writer, tempfile.TemporaryDirectory(prefix="coatnet-deploy-") as tmp:
@@ -144,8 +152,7 @@ def _labels(cfg: ExportConfig, num_classes: int) -> list[str] | None:
 def _preprocess_cfg(info, image_size: int):
     from coatnet_deploy.preprocess import PreprocessConfig
 
-    pp = info.preprocess
-    return PreprocessConfig.for_size(image_size, pp["crop_pct"], pp["interpolation"], tuple(pp["mean"]), tuple(pp["std"]))
+    return PreprocessConfig.for_size(image_size, info.crop_pct, info.interpolation, tuple(info.mean), tuple(info.std))
 
 
 def _golden(ctx: _Ctx, model, info) -> None:
@@ -163,7 +170,9 @@ def _reference_outputs(ctx: _Ctx, model) -> None:
     runner = TorchRunner(model, device=device, dtype="fp32", threads=ctx.cfg.threads)
     with runner:
         ctx.ref_logits = runner.infer(ctx.golden)
-    ctx.report["reference"] = {"framework": "torch", "device": device, "dtype": "float32", **_pick(runner.settings(), "torch", "cuda_device")}
+    st = runner.settings()
+    ctx.report["reference"] = {"framework": "torch", "device": device, "dtype": "float32", "version": st.get("version"),
+                               "threads": st.get("threads"), **({"cuda_device": st["cuda_device_name"]} if "cuda_device_name" in st else {})}
     if not ctx.cfg.weights:
         ctx.report["reference_note"] = f"random init (no --weights), seed {ctx.cfg.seed}"
 
@@ -185,10 +194,9 @@ def _onnx(ctx: _Ctx, model, info) -> Path:
         "labels": _json(_labels(cfg, _num_classes(model))),
     }
     facts = onnx_from_model(model, path, ctx.image_size, cfg.opset, meta)
-    facts.update(check_batch_range(path, ctx.image_size, ctx.batch, cfg.threads))
     ctx.versions["onnx"] = onnx.__version__
     ctx.manifest["export"] = facts
-    _stage_parity(ctx, "onnx", path)
+    _stage_parity(ctx, "onnx", path, check=lambda r: facts.update(check_batch_range(r, ctx.image_size, ctx.batch)))
     return path
 
 
@@ -198,40 +206,140 @@ def _simplify(ctx: _Ctx, fp32_onnx: Path) -> Path:
     if not ctx.cfg.simplify:
         ctx.manifest["simplify"] = {"ok": False, "skipped": "simplify: false"}
         return fp32_onnx
+    from coatnet_deploy.stages import keep_plain
+
     dst = ctx.work / "model.sim.onnx"
-    info = simplified_onnx(fp32_onnx, dst, ctx.golden[: ctx.batch[2]], ctx.cfg.threads)
+    info = simplified_onnx(fp32_onnx, dst)
     ctx.manifest["simplify"] = info
     if info.get("version"):
         ctx.versions["onnxsim"] = info["version"]
+    if info["ok"]:
+        _stage_parity(ctx, "simplified", dst)
+        diff = float(np.abs(ctx.outputs["simplified"] - ctx.outputs["onnx"]).max())
+        info["max_abs_diff_vs_plain"] = diff
+        if not diff <= SIMPLIFY_TOLERANCE:
+            ctx.stages.pop()
+            keep_plain(fp32_onnx, dst, info, f"simplified graph differs from the plain graph by {diff:.3g} (> {SIMPLIFY_TOLERANCE:g})")
     if not info["ok"]:
         ctx.say(f"[simplify] failed, keeping the plain graph: {info['error']}")
-    _stage_parity(ctx, "simplified", dst)
+        _stage_parity(ctx, "simplified", dst)
     return dst
 
 
 def _precision(ctx: _Ctx, graph: Path) -> Path:
     """The precision-carrying ONNX: the graph itself (fp32), a float16 graph, or explicit Q/DQ INT8."""
-    from coatnet_deploy import precision as prec
-
     cfg = ctx.cfg
-    if cfg.precision == "fp32":
+    if cfg.precision == "fp32" or (cfg.precision == "fp16" and cfg.target == "openvino"):
+        # OpenVINO fp16 is an IR property (fp16 weights + the f16 hint), built from the float32 graph.
         return graph
     if cfg.precision == "fp16":
         out = ctx.work / "model.fp16.onnx"
-        info = prec.fp16_onnx(graph, out)
-        ctx.report["precision_plan"] = info.get("plan")
-        ctx.manifest["precision"] = {k: v for k, v in info.items() if k != "plan"}
-        _stage_parity(ctx, "quantized", out)
-        return out
-    out = ctx.work / "model.int8.onnx"
-    calib = _calibration(ctx)
-    info = prec.int8_qdq_onnx(graph, out, calib, cfg, ctx)
-    ctx.report["precision_plan"] = info.get("plan")
-    if info.get("sensitivity") is not None:
-        ctx.report["sensitivity"] = info["sensitivity"]
-    ctx.manifest["precision"] = {k: v for k, v in info.items() if k not in ("plan", "sensitivity")}
+        _fp16_graph(ctx, graph, out)
+    else:
+        out = ctx.work / "model.int8.onnx"
+        _int8_graph(ctx, graph, out)
     _stage_parity(ctx, "quantized", out)
     return out
+
+
+def _fp16_graph(ctx: _Ctx, graph: Path, out: Path) -> None:
+    import onnx
+
+    from coatnet_deploy.precision.fp16 import DEFAULT_KEEP_FLOAT32_OPS, fp16_from_onnx
+
+    fp16_from_onnx(graph, out)
+    m = onnx.load(str(out), load_external_data=False)
+    kept = [n.name or n.op_type for n in m.graph.node if n.op_type in DEFAULT_KEEP_FLOAT32_OPS]
+    casts = sum(1 for n in m.graph.node if n.op_type == "Cast")
+    low = [n.name or n.op_type for n in m.graph.node if n.op_type not in DEFAULT_KEEP_FLOAT32_OPS and n.op_type != "Cast"]
+    ctx.report["precision_plan"] = {"kind": "fp16", "low_precision": "float16", "low_precision_nodes": low, "float_nodes": kept,
+                                    "kept_float32_ops": list(DEFAULT_KEEP_FLOAT32_OPS), "casts": casts,
+                                    "counts": {"float16": len(low), "float32": len(kept), "cast": casts}}
+    ctx.manifest["precision"] = {"kind": "fp16 graph", "kept_float32_ops": list(DEFAULT_KEEP_FLOAT32_OPS), "io": "float32"}
+
+
+def cpu_has_vnni() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags
+
+
+def _int8_graph(ctx: _Ctx, graph: Path, out: Path) -> None:
+    """Explicit Q/DQ INT8 by the precision plan; optional sensitivity ranking and accuracy budget."""
+    from coatnet_deploy.precision.plan import plan_from_onnx
+    from coatnet_deploy.precision.qdq import qdq_from_onnx
+
+    cfg = ctx.cfg
+    calib = _calibration(ctx)
+    ctx.calibration = calib
+    plan = plan_from_onnx(graph, keep_attention_matmuls_float=cfg.target == "openvino")
+    # Without VNNI, x86 int8 kernels add pairs of u8*s8 products in int16 and saturate with full-range
+    # weights; 7-bit weights avoid that. TensorRT-bound graphs keep full range (GPUs don't saturate).
+    reduce_range = cfg.target in ("onnxruntime", "openvino") and not cpu_has_vnni()
+
+    def quantize(p, dst=out):
+        return qdq_from_onnx(graph, dst, calib, p, calibrate_method=cfg.calibrate_method, seed=cfg.seed, reduce_range=reduce_range)
+
+    res = quantize(plan)
+    ranking = None
+    if cfg.sensitivity or cfg.max_drop is not None:
+        from coatnet_deploy.precision.sensitivity import sensitivity, suggest_exclusions
+
+        probe = np.concatenate([b for _, b in zip(range(8), calib.batches(1))])
+        ranking = sensitivity(graph, out, [probe])
+        ctx.report["sensitivity"] = ranking
+        ctx.report["sensitivity_suggested_exclusions"] = suggest_exclusions(ranking)
+    budget = None
+    if cfg.max_drop is not None:
+        plan, budget = _accuracy_budget(ctx, plan, ranking, quantize, out)
+        res = quantize(plan)
+    ctx.plan = plan
+    ctx.report["precision_plan"] = {"kind": "int8", **plan.to_dict(), "reduce_range": reduce_range}
+    ctx.manifest["precision"] = {"kind": "int8 Q/DQ", **res.to_dict(), "reduce_range": reduce_range,
+                                 "rules": "int8 symmetric, zero point 0, per-channel weights, per-tensor activations, Conv/MatMul/Gemm inputs only"}
+    ctx.manifest["precision"].pop("path", None)
+    if budget is not None:
+        ctx.report["accuracy_budget"] = budget
+
+
+def _accuracy_budget(ctx: _Ctx, plan, ranking, quantize, out: Path):
+    """Move the worst layers back to float until the accuracy (or agreement) drop fits ``max_drop``."""
+    from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
+    from coatnet_deploy.precision.sensitivity import accuracy_budget
+    from coatnet_deploy.stages import run_batched
+
+    cfg = ctx.cfg
+    trial = ctx.work / "budget.onnx"
+    if cfg.eval_images:
+        from coatnet_deploy.calibration import EvalSet
+        from coatnet_deploy.compare import accuracy
+        from coatnet_deploy.models import model_info
+
+        evalset = EvalSet(cfg.eval_images, _preprocess_cfg(model_info(cfg.model), ctx.image_size), labels=_labels(cfg, ctx.ref_logits.shape[1]))
+        xs, ys = zip(*evalset.batches(ctx.batch[2]))
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        with OnnxRuntimeRunner(str(ctx.work / "model.sim.onnx" if (ctx.work / "model.sim.onnx").exists() else ctx.work / "model.fp32.onnx"), threads=cfg.threads) as r:
+            ref_top1 = accuracy(run_batched(r, x, ctx.batch[2]), y)[0]
+        metric_name = "top-1 accuracy (%)"
+
+        def evaluate(path):
+            with OnnxRuntimeRunner(str(path), threads=cfg.threads) as r:
+                return accuracy(run_batched(r, x, ctx.batch[2]), y)[0]
+    else:
+        ref_top1 = 100.0
+        metric_name = "top-1 agreement with the reference on golden inputs (%)"
+
+        def evaluate(path):
+            with OnnxRuntimeRunner(str(path), threads=cfg.threads) as r:
+                out_ = run_batched(r, ctx.golden, ctx.batch[2])
+            return float(np.mean(out_.argmax(1) == ctx.ref_logits.argmax(1)) * 100.0)
+
+    gate = ref_top1 - float(cfg.max_drop)
+    plan, history = accuracy_budget(lambda p: quantize(p, trial).path, evaluate, ranking, gate, plan=plan)
+    return plan, {"metric": metric_name, "reference": ref_top1, "max_drop": cfg.max_drop, "gate": gate,
+                  "passed": bool(history[-1]["passed"]), "history": history, "excluded": list(plan.excluded)}
 
 
 def _calibration(ctx: _Ctx):
@@ -241,7 +349,7 @@ def _calibration(ctx: _Ctx):
     cfg = ctx.cfg
     source = cfg.calibration or str(default_calibration_dir())
     pp = _preprocess_cfg(model_info(cfg.model), ctx.image_size)
-    calib = CalibrationSet(source, pp, image_size=ctx.image_size)
+    calib = CalibrationSet(source, pp)
     calib.select(cfg.calibration_samples, cfg.seed)
     if calib.skipped:
         shown = "; ".join(f"{Path(p).name}: {why}" for p, why in calib.skipped[:5])
@@ -277,9 +385,7 @@ def _engine(ctx: _Ctx, graph: Path, precision_onnx: Path, cell):
     else:
         factory = _tensorrt_engine(ctx, precision_onnx)
     if factory is not None:
-        _stage_parity(ctx, "engine", None, factory)
-        with factory() as r:
-            ctx.manifest.setdefault("engine", {})["settings"] = r.settings()
+        _stage_parity(ctx, "engine", None, factory, check=lambda r: ctx.manifest["engine"].__setitem__("settings", r.settings()))
     return factory
 
 
@@ -302,31 +408,71 @@ def _openvino_engine(ctx: _Ctx, graph: Path, precision_onnx: Path):
         hint = "f16"
         ctx.manifest["engine"] = {"runtime": "openvino", "files": ["model.xml", "model.bin"], "weights": "fp16", "inference_precision_hint": hint}
     else:
-        from coatnet_deploy import precision as prec
-
         hint = "f32"  # INT8 layers run in int8; the hint pins what stays float to f32, not bf16/f16
-        method = prec.openvino_int8_ir(ctx, graph, precision_onnx, ctx.out.dir)
-        ctx.manifest["engine"] = {"runtime": "openvino", "files": ["model.xml", "model.bin"], "int8_method": method, "inference_precision_hint": hint}
+        method, candidates = _openvino_int8_ir(ctx, graph, precision_onnx)
+        ctx.manifest["engine"] = {"runtime": "openvino", "files": ["model.xml", "model.bin"], "int8_method": method,
+                                  "int8_candidates": candidates, "inference_precision_hint": hint}
+        ctx.report["openvino_int8_candidates"] = candidates
     return lambda: OpenVINORunner(str(xml), threads=threads, inference_precision=hint)
+
+
+def _openvino_int8_ir(ctx: _Ctx, graph: Path, qdq_onnx: Path) -> tuple[str, dict[str, Any]]:
+    """Build the NNCF IR and/or the IR of the Q/DQ ONNX; keep the one closer to the reference."""
+    from coatnet_deploy.backends.openvino import OpenVINORunner
+    from coatnet_deploy.precision.nncf_ov import int8_ops, nncf_int8_ir, qdq_ir
+    from coatnet_deploy.stages import run_batched
+
+    cfg = ctx.cfg
+    methods = ["nncf", "qdq"] if cfg.int8_method == "auto" else [cfg.int8_method]
+    candidates: dict[str, Any] = {}
+    for m in methods:
+        d = ctx.work / f"ov-{m}"
+        d.mkdir()
+        if m == "nncf":
+            xml, _ = nncf_int8_ir(graph, d, ctx.calibration.batches(1), ctx.plan, subset_size=len(ctx.calibration), seed=cfg.seed)
+            import nncf
+
+            ctx.versions["nncf"] = nncf.__version__
+        else:
+            xml, _ = qdq_ir(qdq_onnx, d)
+        with OpenVINORunner(str(xml), threads=cfg.threads, inference_precision="f32") as r:
+            out = run_batched(r, ctx.golden, ctx.batch[2])
+        res = compare(ctx.ref_logits, out, cfg.gate_thresholds())
+        candidates[m] = {"xml": str(xml), "cosine_min": res.cosine_min, "top1_agreement": res.top1_agreement,
+                         "max_abs_err": res.max_abs_err, "passed": res.passed, "int8_ops": int8_ops(str(xml))}
+        ctx.say(f"[openvino int8:{m}] {res.summary()}")
+    # closer = passes the gates first, then higher top-1 agreement, then higher cosine
+    best = max(candidates, key=lambda k: (candidates[k]["passed"], candidates[k]["top1_agreement"], candidates[k]["cosine_min"], k == "qdq"))
+    src = Path(candidates[best]["xml"])
+    shutil.copyfile(src, ctx.out.path("model.xml"))
+    shutil.copyfile(src.with_suffix(".bin"), ctx.out.path("model.bin"))
+    for c in candidates.values():
+        c.pop("xml")
+    return best, candidates
+
+
+def _trt_settings(cfg: ExportConfig, batch: tuple[int, int, int], image_size: int, bundle_dir: Path):
+    from coatnet_deploy.backends import tensorrt as trt_backend
+
+    trt = cfg.tensorrt_settings()
+    return trt_backend.BuildSettings(
+        onnx_path=bundle_dir / "model.onnx", engine_path=bundle_dir / "model.engine", input_name=INPUT_NAME,
+        min_batch=batch[0], opt_batch=batch[1], max_batch=batch[2], image_size=image_size,
+        precision=cfg.precision, workspace_mb=trt["workspace_mb"], opt_level=trt["opt_level"],
+        timing_cache=trt["timing_cache"], hardware_compat=trt["hardware_compat"], version_compatible=trt["version_compatible"],
+    )
 
 
 def _tensorrt_engine(ctx: _Ctx, precision_onnx: Path):
     from coatnet_deploy.backends import tensorrt as trt_backend
 
     cfg = ctx.cfg
-    trt = cfg.tensorrt_settings()
-    settings = trt_backend.BuildSettings(
-        onnx_path=str(ctx.out.path("model.onnx")), engine_path=str(ctx.out.path("model.engine")), input_name=INPUT_NAME,
-        min_batch=ctx.batch[0], opt_batch=ctx.batch[1], max_batch=ctx.batch[2], image_size=ctx.image_size,
-        precision=cfg.precision, workspace_mb=trt["workspace_mb"], opt_level=trt["opt_level"],
-        timing_cache=trt["timing_cache"], hardware_compat=trt["hardware_compat"], version_compatible=trt["version_compatible"],
-    )
+    settings = _trt_settings(cfg, ctx.batch, ctx.image_size, ctx.out.dir)
     script = trt_backend.write_build_script(ctx.out.dir, settings)
-    eng: dict[str, Any] = {"runtime": "tensorrt", "build_script": script.name, "profile": {"min": ctx.batch[0], "opt": ctx.batch[1], "max": ctx.batch[2]},
-                           "hardware_compat": trt["hardware_compat"], "version_compatible": trt["version_compatible"],
-                           "workspace_mb": trt["workspace_mb"], "opt_level": trt["opt_level"]}
+    eng: dict[str, Any] = {"runtime": "tensorrt", "build_script": script.name, "profile": settings.profile_shapes(),
+                           **{k: v for k, v in settings.to_dict().items() if k in ("workspace_mb", "opt_level", "hardware_compat", "version_compatible")}}
     if cfg.defer_build:
-        eng.update({"deferred": True, "files": ["model.onnx", script.name],
+        eng.update({"deferred": True, "files": ["model.onnx", script.name], "build_plans": trt_backend.build_plans(settings),
                     "note": "engine not built here: run build_engine.sh on the device, then `coatnet-deploy parity` there"})
         ctx.manifest["engine"] = eng
         return None
@@ -335,31 +481,37 @@ def _tensorrt_engine(ctx: _Ctx, precision_onnx: Path):
     ctx.manifest["engine"] = eng
     ctx.versions["tensorrt"] = str(meta.get("tensorrt_version", ""))
     engine_path = ctx.out.path("model.engine")
-    return lambda: trt_backend.TensorRTRunner(str(engine_path), meta)
+    return lambda: trt_backend.TensorRTRunner(str(engine_path), eng)
 
 
 # -- parity ---------------------------------------------------------------------------------------
 
-def _stage_parity(ctx: _Ctx, stage: str, onnx_path: Path | None, factory=None) -> ParityResult:
+def _stage_parity(ctx: _Ctx, stage: str, onnx_path: Path | None, factory=None, check=None) -> ParityResult:
+    """Run one stage's artifact on the golden inputs and compare with the reference."""
     from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
     from coatnet_deploy.stages import run_batched
 
     runner = factory() if factory is not None else OnnxRuntimeRunner(str(onnx_path), threads=ctx.cfg.threads)
     with runner:
+        if check is not None:
+            check(runner)
         out = run_batched(runner, ctx.golden, ctx.batch[2])
     res = compare(ctx.ref_logits, out, ctx.cfg.gate_thresholds())
     entry = {"stage": stage, "artifact": (onnx_path.name if onnx_path is not None else ctx.cfg.target), "runtime": runner.framework or runner.name,
              **res.to_dict(per_sample=False)}
     ctx.stages.append(entry)
+    ctx.outputs[stage] = out
+    ctx.parity[stage] = res
     ctx.say(f"[parity:{stage}] {res.summary()}")
-    ctx.__dict__.setdefault("_parity", {})[stage] = res
     return res
 
 
 def _final_parity(ctx: _Ctx) -> ParityResult:
-    results: dict[str, ParityResult] = ctx.__dict__.get("_parity", {})
-    final = results.get("engine") or results.get("quantized") or results.get("simplified") or results["onnx"]
-    return final
+    """The last artifact's parity decides the status (ParityResult is falsy when it failed: no `or`)."""
+    for stage in ("engine", "quantized", "simplified", "onnx"):
+        if stage in ctx.parity:
+            return ctx.parity[stage]
+    raise RuntimeError("no stage was checked")
 
 
 # -- latency and accuracy -------------------------------------------------------------------------
@@ -472,6 +624,10 @@ def _write_bundle(ctx: _Ctx, status: str, final: ParityResult, info) -> None:
         "versions": ctx.versions,
         "created": report["created"],
     })
+    from coatnet_deploy.bundle import artifact_entries
+
+    # The reports list the engine files with checksums; they cannot list their own.
+    ctx.manifest["artifacts"] = artifact_entries(ctx.out.dir)
     write_json(ctx.out.path("report.json"), report)
     from coatnet_deploy.report_md import render_markdown
 
@@ -516,10 +672,6 @@ def _num_classes(model) -> int:
 
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     return int(last.out_features)
-
-
-def _pick(d: dict, *keys: str) -> dict:
-    return {k: d[k] for k in keys if k in d}
 
 
 def _json(v: Any) -> str:

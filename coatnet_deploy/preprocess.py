@@ -19,6 +19,7 @@ Decisions about odd inputs (documented because they change pixel values):
   min-max stretched. Float images in 0..1 are scaled by 255.
 - CMYK and YCbCr use Pillow's conversion (no ICC colour management).
 - Animated GIF / WebP: the first frame.
+- Refused with UserError: over ``MAX_IMAGE_PIXELS`` pixels, or an aspect ratio over ``MAX_ASPECT_RATIO``.
 - EXIF orientation is applied (``ImageOps.exif_transpose``) before anything else.
 """
 
@@ -40,6 +41,10 @@ from coatnet_deploy.errors import UserError
 # Pillow's own decompression-bomb threshold (~89.5 MP, ~270 MB as RGB). Checked on the header,
 # before any pixel is decoded, so a tiny file that claims a huge canvas fails fast.
 MAX_IMAGE_PIXELS = 89_478_485
+
+# Longer side / shorter side. Beyond this no photograph is meant (panoramas are ~10:1, long
+# screenshots ~30:1), and 1-pixel-wide strips with millions of rows cost seconds per Pillow copy.
+MAX_ASPECT_RATIO = 100
 
 # Formats the project promises to read. TIFF carries 16-bit scientific images; GIF is common.
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
@@ -87,23 +92,23 @@ class PreprocessConfig:
         object.__setattr__(self, "std", _triple("std", self.std))
         for name in ("resize", "crop"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+            if not _is_pos_int(v):
                 raise UserError(f"preprocess.{name} is {v!r}", "it must be a positive integer (pixels)")
             object.__setattr__(self, name, int(v))
         if self.resize < self.crop:
             raise UserError(
                 f"preprocess.resize ({self.resize}) is smaller than preprocess.crop ({self.crop})",
                 "the center crop must fit inside the resized image",
-                "set resize >= crop, e.g. resize = floor(crop / crop_pct)",
+                "Set resize >= crop, e.g. resize = floor(crop / crop_pct)",
             )
         if self.interpolation not in INTERPOLATIONS:
             raise UserError(
                 f"preprocess.interpolation is {self.interpolation!r}",
                 "it is not a known interpolation",
-                f"use one of: {', '.join(INTERPOLATIONS)}",
+                f"Use one of: {', '.join(INTERPOLATIONS)}",
             )
         cp = self.crop_pct
-        if isinstance(cp, bool) or not isinstance(cp, (int, float)) or not (0.0 < float(cp) <= 1.0):
+        if not _is_fraction(cp):
             raise UserError(f"preprocess.crop_pct is {cp!r}", "it must be a number in (0, 1]")
         object.__setattr__(self, "crop_pct", float(cp))
         if any(s <= 0 for s in self.std):
@@ -119,7 +124,9 @@ class PreprocessConfig:
         std: Iterable[float] = (0.5, 0.5, 0.5),
     ) -> "PreprocessConfig":
         """Config for a square ``image_size`` input, resize = floor(image_size / crop_pct) as timm does."""
-        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
+        if not _is_pos_int(image_size):
+            raise UserError(f"image size is {image_size!r}", "it must be a positive integer (pixels)")
+        if not _is_fraction(crop_pct):
             raise UserError(f"crop_pct is {crop_pct!r}", "it must be a number in (0, 1]")
         resize = math.floor(image_size / crop_pct)
         return cls(resize=resize, crop=image_size, interpolation=interpolation,
@@ -133,22 +140,24 @@ class PreprocessConfig:
         """
         if not isinstance(d, Mapping):
             raise UserError(f"preprocess settings are a {type(d).__name__}", "expected a mapping",
-                            f"give keys: {', '.join(_CONFIG_KEYS)}")
+                            f"Give keys: {', '.join(_CONFIG_KEYS)}")
         unknown = sorted(set(d) - set(_CONFIG_KEYS))
         if unknown:
             raise UserError(f"unknown preprocess key(s) {', '.join(map(str, unknown))}",
                             f"valid keys are: {', '.join(_CONFIG_KEYS)}")
         if "crop" not in d:
             raise UserError("preprocess settings have no 'crop'", "the input size is required")
-        crop = d["crop"]
-        crop_pct = d.get("crop_pct")
-        resize = d.get("resize")
+        crop, resize, crop_pct = d["crop"], d.get("resize"), d.get("crop_pct")
+        for key, v in (("crop", crop), ("resize", resize)):
+            if v is not None and not _is_pos_int(v):
+                raise UserError(f"preprocess.{key} is {v!r}", "it must be a positive integer (pixels)")
+        if crop_pct is not None and not _is_fraction(crop_pct):
+            raise UserError(f"preprocess.crop_pct is {crop_pct!r}", "it must be a number in (0, 1]")
         if crop_pct is None:
-            crop_pct = (crop / resize) if isinstance(resize, (int, float)) and resize else 0.95
+            # Older manifests state only resize and crop; crop_pct is then what they imply.
+            crop_pct = min(1.0, crop / resize) if resize else 0.95
         if resize is None:
-            if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)):
-                raise UserError(f"preprocess.crop is {crop!r}", "it must be a positive integer (pixels)")
-            resize = math.floor(crop / crop_pct) if isinstance(crop_pct, (int, float)) and crop_pct > 0 else crop
+            resize = math.floor(crop / crop_pct)
         return cls(
             resize=resize,
             crop=crop,
@@ -168,6 +177,14 @@ class PreprocessConfig:
             "interpolation": self.interpolation,
             "crop_pct": self.crop_pct,
         }
+
+
+def _is_pos_int(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v > 0
+
+
+def _is_fraction(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0.0 < float(v) <= 1.0
 
 
 def _triple(name: str, v: Any) -> tuple[float, float, float]:
@@ -214,7 +231,7 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
-            raise UserError(f"cannot read image {label}", "no such file", "check the path")
+            raise UserError(f"cannot read image {label}", "no such file", "Check the path")
         if path.is_dir():
             raise UserError(f"cannot read image {label}", "it is a directory, not an image file")
         try:
@@ -236,22 +253,23 @@ def _decode(fp: Any, label: str) -> Image.Image:
     fmts = ", ".join(f.lower() for f in SUPPORTED_FORMATS)
     try:
         with warnings.catch_warnings():
+            # Pillow narrates damaged metadata ("Corrupt EXIF data") as UserWarnings; the CLI
+            # promises one line per problem, and a decodable image is fine to use.
+            warnings.simplefilter("ignore", UserWarning)
             # Pillow only *warns* between 1x and 2x its limit; we want one hard limit.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp, formats=SUPPORTED_FORMATS)
             _check_size(img, label)
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
             img.load()
             return img
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UserError(f"cannot read image {label}", f"image too large ({exc})",
-                        f"images over {MAX_IMAGE_PIXELS} pixels are refused; downscale it first") from exc
+                        f"Images over {MAX_IMAGE_PIXELS} pixels are refused; downscale it first") from exc
     except Image.UnidentifiedImageError as exc:
         raise UserError(f"cannot read image {label}", "not a recognised image file",
-                        f"supported formats: {fmts}") from exc
+                        f"Supported formats: {fmts}") from exc
     except Exception as exc:  # noqa: BLE001
         # Pillow's decoders are parsers of untrusted bytes and fail with whatever they hit
         # (OSError "truncated", SyntaxError, ValueError, struct.error, EOFError, ...). For the
@@ -266,13 +284,18 @@ def _check_size(img: Image.Image, label: str) -> None:
         raise UserError(f"cannot read image {label}", f"it has no pixels ({w}x{h})")
     if w * h > MAX_IMAGE_PIXELS:
         raise UserError(f"cannot read image {label}", f"image too large ({w}x{h} = {w * h} pixels)",
-                        f"images over {MAX_IMAGE_PIXELS} pixels are refused; downscale it first")
+                        f"Images over {MAX_IMAGE_PIXELS} pixels are refused; downscale it first")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise UserError(f"cannot read image {label}", f"its aspect ratio is extreme ({w}x{h})",
+                        f"Longer side / shorter side may be at most {MAX_ASPECT_RATIO}; crop it first")
 
 
 def _oriented(img: Image.Image, label: str) -> Image.Image:
     _check_size(img, label)
     try:
-        out = ImageOps.exif_transpose(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001
         # A malformed EXIF block must not cost the whole image: use it as stored.
         return img
@@ -286,7 +309,7 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
         if mode == "RGB":
             return img
         if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F") or mode.startswith("I;"):
-            return Image.fromarray(_wide_to_u8(img), mode="L").convert("RGB")
+            return Image.fromarray(_wide_to_u8(img)).convert("RGB")
         has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
         if has_alpha:
             rgba = img.convert("RGBA")
@@ -303,12 +326,12 @@ def _to_rgb(img: Image.Image, label: str) -> Image.Image:
 def _wide_to_u8(img: Image.Image) -> np.ndarray:
     a = np.asarray(img)
     if a.dtype.kind == "f":
-        a = a.astype(np.float64)
-        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = float(a.min()), float(a.max())
-        if lo < 0.0 or hi > 1.0:
-            a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-        return np.rint(a * 255.0).astype(np.uint8)
+        with np.errstate(all="ignore"):  # NaN / inf pixels are zeroed just below
+            a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            lo, hi = float(a.min()), float(a.max())
+            if lo < 0.0 or hi > 1.0:
+                a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+            return np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
     a = a.astype(np.int64)
     lo, hi = int(a.min()), int(a.max())
     if lo < 0 or hi > 65535:

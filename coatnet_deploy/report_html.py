@@ -1,8 +1,9 @@
 """report.html: one self-contained page (inline CSS, plots as base64 PNG), readable without the tool.
 
-Numbers sit in elements carrying data-key (a dotted path into report.json, list items by index)
-and data-value (repr of the exact value), so tests and scripts can read them back; the visible
-text is report_md.fmt_num of the same value.
+Numbers sit in elements carrying data-key (a dotted path into report.json, list items by index;
+'manifest.' paths point into manifest.json, '.length' means a list's length) and data-value
+(repr of the exact value), so tests and scripts can read them back; the visible text is
+report_md.fmt_num of the same value.
 """
 
 from __future__ import annotations
@@ -16,21 +17,25 @@ from typing import Any
 from coatnet_deploy.report_md import (
     LATENCY_COLUMNS,
     STAGE_COLUMNS,
-    _input_text,
-    _is_num,
-    _stage_val,
+    input_text,
+    is_num,
+    stage_value,
     artifacts,
     environment_rows,
     fmt_bytes,
+    accuracy_unit,
     fmt_num,
     gate_rows,
+    latency_warnings,
     node_name,
     node_op_type,
+    node_reason,
     op_type_counts,
     per_class_rows,
     sensitivity_ranked,
     short_sha,
     speedup,
+    stage_artifact,
 )
 
 _CSS = """
@@ -53,6 +58,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 td.mono,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
 td.mono{word-break:break-all;max-width:520px}
 tr.fail td{background:#ffebe9}
+p.warn{color:#9a6700;margin:4px 0}
 .pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
 figure{margin:8px 0 14px}figure img{max-width:100%;height:auto;display:block}
 figcaption{color:#59636e;font-size:12px;margin-top:2px}
@@ -110,20 +116,27 @@ def _plt():
     return plt
 
 
-def _png(fig) -> bytes:
+def _png(fig, margins: dict | None = None) -> bytes:
+    """Figure -> PNG bytes, then closed. Fixed margins skip tight_layout's extra draw pass (half the cost)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     try:
-        fig.tight_layout()
+        if margins:
+            fig.subplots_adjust(**margins)
+        else:
+            fig.tight_layout()
         fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     finally:
         plt.close(fig)
     return buf.getvalue()
 
 
+_TWO_PANELS = {"left": 0.075, "right": 0.985, "top": 0.9, "bottom": 0.19, "wspace": 0.22}
+
+
 def _floats(values: Any) -> list[float]:
-    return [float(v) for v in values or [] if _is_num(v) and math.isfinite(float(v))]
+    return [float(v) for v in values or [] if is_num(v) and math.isfinite(float(v))]
 
 
 def _positive_floor(values: list[float]) -> float:
@@ -132,20 +145,34 @@ def _positive_floor(values: list[float]) -> float:
     return min(pos) / 10 if pos else 1e-12
 
 
-def _plot_stages(stages: list[dict]) -> bytes | None:
+def _log_ticks(axis) -> None:
+    """Decade ticks only: minor-tick labels like 2x10^-1 3x10^-1 collide on narrow panels."""
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullLocator
+
+    axis.set_major_locator(LogLocator(base=10, numticks=8))
+    axis.set_major_formatter(LogFormatterSciNotation(base=10, labelOnlyBase=True))
+    axis.set_minor_locator(NullLocator())
+
+
+def _plot_stages(stages: list[dict], gates: dict[str, Any]) -> bytes | None:
     names = [str(s.get("stage", i)) for i, s in enumerate(stages)]
-    dist = [1.0 - float(c) if _is_num(c) else math.nan for c in (s.get("cosine_min") for s in stages)]
-    err = [float(v) if _is_num(v) else math.nan for v in (s.get("max_abs_err") for s in stages)]
+    dist = [1.0 - float(c) if is_num(c) else math.nan for c in (s.get("cosine_min") for s in stages)]
+    err = [float(v) if is_num(v) else math.nan for v in (s.get("max_abs_err") for s in stages)]
     if all(math.isnan(v) for v in dist + err):
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 2.8))
-    for ax, vals, title, color in (
-        (axes[0], dist, "cosine distance (1 − cosine_min)", "#0969da"),
-        (axes[1], err, "max |error| (logit units)", "#bc4c00"),
+    cos_gate = 1.0 - gates["cosine_min"] if is_num(gates.get("cosine_min")) else None
+    err_gate = gates.get("max_abs_err") if is_num(gates.get("max_abs_err")) else None
+    for ax, vals, title, color, gate in (
+        (axes[0], dist, "cosine distance (1 − cosine_min)", "#0969da", cos_gate),
+        (axes[1], err, "max |error| (logit units)", "#bc4c00", err_gate),
     ):
         finite = [v for v in vals if not math.isnan(v)]
-        floor = _positive_floor([max(v, 0.0) for v in finite])
+        floor = _positive_floor([max(v, 0.0) for v in finite] + ([gate] if gate else []))
+        if gate and gate > 0:
+            ax.axhline(gate, color="#cf222e", linestyle="--", linewidth=1.2, label=f"gate {gate:.2g}")
+            ax.legend(loc="best", fontsize=8, framealpha=0.9)
         heights = [max(v, floor) if not math.isnan(v) else 0 for v in vals]
         ax.bar(names, heights, color=color, width=0.6)
         ax.set_yscale("log")
@@ -156,7 +183,8 @@ def _plot_stages(stages: list[dict]) -> bytes | None:
                 ax.annotate(f"{v:.2g}", (x, max(v, floor)), ha="center", va="bottom", fontsize=8,
                             xytext=(0, 2), textcoords="offset points")
         ax.margins(y=0.25)
-    return _png(fig)
+        _log_ticks(ax.yaxis)
+    return _png(fig, _TWO_PANELS)
 
 
 def _plot_per_sample(per_sample: dict, gates: dict[str, Any]) -> bytes | None:
@@ -165,14 +193,15 @@ def _plot_per_sample(per_sample: dict, gates: dict[str, Any]) -> bytes | None:
     if not cos and not err:
         return None
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 2.8))
     panels = (
         (axes[0], [max(1.0 - c, 0.0) for c in cos], "per-sample cosine distance (1 − cosine)", "#0969da",
-         1.0 - gates["cosine_min"] if _is_num(gates.get("cosine_min")) else None),
+         1.0 - gates["cosine_min"] if is_num(gates.get("cosine_min")) else None),
         (axes[1], err, "per-sample max |error| (logit units)", "#bc4c00",
-         gates.get("max_abs_err") if _is_num(gates.get("max_abs_err")) else None),
+         gates.get("max_abs_err") if is_num(gates.get("max_abs_err")) else None),
     )
     for ax, vals, title, color, gate in panels:
         ax.set_title(title)
@@ -185,13 +214,21 @@ def _plot_per_sample(per_sample: dict, gates: dict[str, Any]) -> bytes | None:
         lo, hi = min(clipped + ([gate] if gate else [])), max(clipped + ([gate] if gate else []))
         if hi <= lo:
             hi = lo * 10
-        bins = np.logspace(math.log10(lo) - 0.05, math.log10(hi) + 0.05, 25)
-        ax.hist(clipped, bins=bins, color=color, alpha=0.85)
-        ax.set_xscale("log")
+        # Log bins only when the values span decades; within one decade a log axis has no labels.
+        if hi / lo > 30:
+            ax.hist(clipped, bins=np.logspace(math.log10(lo) - 0.05, math.log10(hi) + 0.05, 25),
+                    color=color, alpha=0.85)
+            ax.set_xscale("log")
+            _log_ticks(ax.xaxis)
+        else:
+            ax.hist(vals, bins=25, range=(0.0, hi * 1.05), color=color, alpha=0.85)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom so the gate legend sits above the bars
         if gate and gate > 0:
             ax.axvline(gate, color="#cf222e", linestyle="--", linewidth=1.2, label=f"gate {gate:.2g}")
-            ax.legend(loc="upper left", fontsize=8, frameon=False)
-    return _png(fig)
+            ax.legend(loc="best", fontsize=8, framealpha=0.9)
+    return _png(fig, _TWO_PANELS)
 
 
 def _plot_latency(lat: dict | None, ref: dict | None) -> bytes | None:
@@ -201,15 +238,17 @@ def _plot_latency(lat: dict | None, ref: dict | None) -> bytes | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9.0, 0.9 + 0.7 * len(series)))
-    bp = ax.boxplot([s for _, s in series], vert=False, widths=0.5, patch_artist=True, showfliers=True,
-                    flierprops={"markersize": 3, "alpha": 0.5})
+    bp = ax.boxplot([s for _, s in series], orientation="horizontal", widths=0.5, patch_artist=True, showfliers=True,
+                    flierprops={"markersize": 3, "alpha": 0.5},
+                    medianprops={"color": "#1f2328", "linewidth": 1.6})
     for patch, color in zip(bp["boxes"], ("#0969da", "#8c959f")):
         patch.set_facecolor(color)
         patch.set_alpha(0.6)
     ax.set_yticks(range(1, len(series) + 1), [f"{label}\n(n={len(s)})" for label, s in series])
     ax.set_xlabel("latency per batch (ms)")
     ax.grid(axis="y", visible=False)
-    return _png(fig)
+    height = fig.get_figheight()
+    return _png(fig, {"left": 0.15, "right": 0.98, "top": 1 - 0.15 / height, "bottom": 0.5 / height})
 
 
 def _plot_precision(counts: list[tuple[str, int, int]], low_label: str) -> bytes | None:
@@ -230,7 +269,7 @@ def _plot_precision(counts: list[tuple[str, int, int]], low_label: str) -> bytes
 
 
 def _plot_sensitivity(ranked: list[dict]) -> bytes | None:
-    worst = [e for e in ranked if _is_num(e.get("sqnr_db"))][:20]
+    worst = [e for e in ranked if is_num(e.get("sqnr_db"))][:20]
     if not worst:
         return None
     plt = _plt()
@@ -265,14 +304,14 @@ def _header(report: dict, manifest: dict) -> str:
         ("precision", report.get("precision")),
         ("reference", " / ".join(str(ref.get(k)) for k in ("framework", "device", "dtype") if ref.get(k))),
         ("classes", model.get("num_classes")),
-        ("input", _input_text(manifest)),
+        ("input", input_text(manifest)),
         ("created", manifest.get("created")),
         ("note", report.get("reference_note")),
     ]
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v not in (None, ""))
     title = f"{model.get('name', 'model')} → {report.get('target', '?')} / {report.get('precision', '?')}"
     return (f"<h1>{_e(title)}</h1>"
-            f'<div class="banner {cls}" id="status" data-key="status" data-value="{_e(status)}">{_e(status)}'
+            f'<div class="banner {cls}"><span id="status" data-key="status" data-value="{_e(status)}">{_e(status)}</span>'
             f"{f'<small>{_e(detail)}</small>' if detail else ''}</div>"
             f'<dl class="facts">{dl}</dl>')
 
@@ -288,7 +327,8 @@ def _gates(report: dict) -> str:
     for r in rows:
         result = "—" if r.passed is None else ("pass" if r.passed else "FAIL")
         rcls = "" if r.passed is None else ("pass" if r.passed else "fail")
-        cells = (_td(r.name) + f'<td class="num">{_e(r.op)} ' + _num(r.threshold_key, r.threshold, "span", cls="")
+        op = {">=": "≥", "<=": "≤"}.get(r.op, r.op)
+        cells = (_td(r.name) + f'<td class="num">{_e(op)} ' + _num(r.threshold_key, r.threshold, "span", cls="")
                  + "</td>" + _num(r.measured_key, r.measured) + f'<td class="{rcls}">{_e(result)}</td>')
         if failed:
             cells += _num(r.min_passing_key, r.min_passing) if r.passed is False else "<td></td>"
@@ -315,20 +355,21 @@ def _stages(report: dict) -> str:
                    "the first stage where the numbers jump is the one that moved the logits.</p>")
         body = []
         for i, s in enumerate(stages):
-            cells = _td(s.get("stage", "?")) + _td(s.get("artifact", "—"), "mono")
+            cells = _td(s.get("stage", "?")) + _td(stage_artifact(s), "mono")
             for k, _ in STAGE_COLUMNS:
                 key = k if k in s else k.replace("_agreement", "")
-                cells += _num(f"stages.{i}.{key}", _stage_val(s, k))
+                cells += _num(f"stages.{i}.{key}", stage_value(s, k))
             body.append(f"<tr>{cells}</tr>")
         out.append(_table(["stage", "artifact"] + [t for _, t in STAGE_COLUMNS], body, set(range(2, 7))))
-        out.append(_figure(_plot_stages(stages), "Per-stage drift against the reference (log scale; lower is closer).",
-                           "per-stage drift"))
+        out.append(_figure(_plot_stages(stages, _gate_thresholds(report)),
+                           "Per-stage drift against the reference (log scale; lower is closer; "
+                           "dashed red line = gate).", "per-stage drift"))
     else:
         out.append('<p class="muted">No per-stage results recorded.</p>')
     per_sample = parity.get("per_sample") or {}
     if per_sample:
         out.append(_figure(_plot_per_sample(per_sample, _gate_thresholds(report)),
-                           "Distribution over golden samples of the final engine's error (log x-axis); "
+                           "Distribution over golden samples of the final engine's error; "
                            "dashed red line = gate.", "per-sample error distribution"))
     out.append("</section>")
     return "".join(out)
@@ -356,6 +397,8 @@ def _latency(report: dict) -> str:
     extra = [f"{k} {fmt_num(base.get(k))}" for k in ("warmup", "iterations", "threads") if base.get(k) is not None]
     if extra:
         out.append(f'<p class="muted">Harness: {_e(", ".join(extra))}.</p>')
+    for warning in latency_warnings(report):
+        out.append(f'<p class="warn">⚠ {_e(warning)}</p>')
     out.append(_figure(_plot_latency(lat, ref), "Latency per batch over all timed iterations (box = p25–p75, "
                        "line = median, whiskers = 1.5 IQR).", "latency box plot"))
     out.append("</section>")
@@ -369,14 +412,16 @@ def _precision(report: dict) -> str:
     quant = plan.get("quantized_nodes") or []
     flt = plan.get("float_nodes") or []
     excluded = plan.get("excluded") or []
-    prec = str(report.get("precision", "low")).upper()
+    prec = str(report.get("precision") or "low precision").upper()
+    def count(field: str, n: int) -> str:
+        return f'<strong data-key="precision_plan.{field}.length" data-value="{n}">{n}</strong>'
+
+    float_names = {node_name(n) for n in flt}
+    inside = bool(excluded) and all(node_name(n) in float_names for n in excluded)
     out = ['<section id="precision"><h2>Precision plan</h2>',
-           f'<p><span data-key="precision_plan.quantized_nodes.length" data-value="{len(quant)}">{len(quant)}</span>'
-           f" nodes in {_e(prec)}, "
-           f'<span data-key="precision_plan.float_nodes.length" data-value="{len(flt)}">{len(flt)}</span>'
-           " kept in float, "
-           f'<span data-key="precision_plan.excluded.length" data-value="{len(excluded)}">{len(excluded)}</span>'
-           " excluded by rule.</p>"]
+           f"<p>{count('quantized_nodes', len(quant))} nodes in {_e(prec)}, {count('float_nodes', len(flt))} kept in float"
+           + (f" ({count('excluded', len(excluded))} of them excluded by rule although quantizable).</p>" if inside
+              else f", {count('excluded', len(excluded))} excluded by rule.</p>")]
     counts = op_type_counts(report)
     if counts:
         out.append(_figure(_plot_precision(counts, prec), f"Nodes by op type: {prec} vs kept in float"
@@ -389,10 +434,13 @@ def _precision(report: dict) -> str:
             continue
         items = []
         for node in nodes:
-            reason = node.get("reason") if isinstance(node, dict) else None
-            text = f"{node_name(node)} [{node_op_type(node)}]" + (f" — {reason}" if reason else "")
+            reason = node_reason(node, plan)
+            text = f"{node_name(node)} [{node_op_type(node, plan.get('op_types'))}]" + (f" — {reason}" if reason else "")
             items.append(f"<li>{_e(text)}</li>")
-        out.append(f"<details><summary>{_e(title)} ({len(nodes)})</summary><ul class=\"nodes\">{''.join(items)}</ul></details>")
+        # The excluded list is short and is the decision a reviewer checks first: shown open.
+        opened = " open" if nodes is excluded else ""
+        out.append(f"<details{opened}><summary>{_e(title)} ({len(nodes)})</summary>"
+                   f"<ul class=\"nodes\">{''.join(items)}</ul></details>")
     out.append("</section>")
     return "".join(out)
 
@@ -406,13 +454,22 @@ def _sensitivity(report: dict) -> str:
            '<p class="note">Per-node signal-to-quantization-noise ratio; the lowest SQNR nodes are the first '
            "candidates to keep in float.</p>",
            _figure(_plot_sensitivity(ranked), f"Worst {min(20, len(ranked))} nodes by SQNR (dB).", "sensitivity ranking")]
+    suggested = report.get("sensitivity_suggested_exclusions") or []
+    if suggested:
+        items = "".join(f"<li>{_e(node_name(n))}</li>" for n in suggested)
+        out.append(f"<p>Suggested to keep in float ({len(suggested)}):</p><ul class=\"nodes\">{items}</ul>")
+    with_out = any("output_sqnr_db" in e for e in ranked)
     body = []
     for rank, e in enumerate(ranked[:20], 1):
         idx = next(i for i, o in enumerate(original) if o is e)
-        body.append(f"<tr><td class=\"num\">{rank}</td>{_td(e.get('node', '?'), 'mono')}{_td(e.get('op_type', '?'))}"
-                    f"{_num(f'sensitivity.{idx}.sqnr_db', e.get('sqnr_db'))}</tr>")
+        row = (f"<tr><td class=\"num\">{rank}</td>{_td(e.get('node', '?'), 'mono')}{_td(e.get('op_type', '?'))}"
+               f"{_num(f'sensitivity.{idx}.sqnr_db', e.get('sqnr_db'))}")
+        if with_out:
+            row += _num(f"sensitivity.{idx}.output_sqnr_db", e.get("output_sqnr_db"))
+        body.append(row + "</tr>")
+    headers = ["rank", "node", "op type", "SQNR (dB)"] + (["output SQNR (dB)"] if with_out else [])
     out.append(f"<details><summary>Ranking table (worst {len(body)} of {len(ranked)})</summary>"
-               f"{_table(['rank', 'node', 'op type', 'SQNR (dB)'], body, {0, 3})}</details></section>")
+               f"{_table(headers, body, {0, 3, 4})}</details></section>")
     return "".join(out)
 
 
@@ -420,19 +477,27 @@ def _accuracy(report: dict) -> str:
     acc = report.get("accuracy")
     if not acc:
         return ""
+    unit = accuracy_unit(acc)
     body = [f"<tr>{_td('reference (PyTorch)')}{_num('accuracy.reference_top1', acc.get('reference_top1'))}"
             f"{_num('accuracy.reference_top5', acc.get('reference_top5'))}</tr>",
             f"<tr>{_td('engine')}{_num('accuracy.engine_top1', acc.get('engine_top1'))}"
             f"{_num('accuracy.engine_top5', acc.get('engine_top5'))}</tr>"]
-    out = ['<section id="accuracy"><h2>Accuracy</h2>', _table(["", "top-1", "top-5"], body, {1, 2}),
-           f"<p>Top-1 drop: <strong>{_num('accuracy.drop_top1', acc.get('drop_top1'), 'span', cls='')}</strong></p>"]
+    suffix = " (%)" if unit else ""
+    out = ['<section id="accuracy"><h2>Accuracy</h2>']
+    if acc.get("images") is not None:
+        out.append(f"<p>Evaluated on {_num('accuracy.images', acc.get('images'), 'span', cls='')} labelled images.</p>")
+    out += [_table(["", f"top-1{suffix}", f"top-5{suffix}"], body, {1, 2}),
+            f"<p>Top-1 drop: <strong>{_num('accuracy.drop_top1', acc.get('drop_top1'), 'span', cls='')}</strong>"
+            + (" percentage points" if unit else " (fraction of images)") + "</p>"]
     rows = per_class_rows(acc)
     if rows:
-        worst = sorted(rows, key=lambda r: r[1] if _is_num(r[1]) else math.inf)
-        body = [f"<tr>{_td(c)}<td class=\"num\">{_e(fmt_num(a))}</td><td class=\"num\">{_e(fmt_num(n))}</td></tr>"
-                for c, a, n in worst]
+        worst = sorted(rows, key=lambda r: r[1] if is_num(r[1]) else math.inf)
+        with_n = any(n is not None for _, _, n in worst)
+        body = [f"<tr>{_td(c)}<td class=\"num\">{_e(fmt_num(a))}</td>"
+                + (f"<td class=\"num\">{_e(fmt_num(n))}</td>" if with_n else "") + "</tr>" for c, a, n in worst]
+        headers = ["class", "agreement"] + (["images"] if with_n else [])
         out.append(f"<details><summary>Per-class agreement, engine vs reference ({len(rows)} classes, lowest first)"
-                   f"</summary>{_table(['class', 'agreement', 'images'], body, {1, 2})}</details>")
+                   f"</summary>{_table(headers, body, {1, 2})}</details>")
     out.append("</section>")
     return "".join(out)
 
@@ -448,11 +513,12 @@ def _environment(report: dict, manifest: dict) -> str:
 def _artifacts(report: dict, manifest: dict) -> str:
     arts = artifacts(report, manifest)
     if not arts:
-        return ""
+        return ('<section id="artifacts"><h2>Artifacts</h2>'
+                '<p class="muted">File list and sha256 checksums: manifest.json.</p></section>')
     body = []
     for i, a in enumerate(arts):
         size = a.get("bytes")
-        size_cell = (f'<td class="num" data-key="artifacts.{i}.bytes" data-value="{_e(repr(size))}" '
+        size_cell = (f'<td class="num" data-key="manifest.artifacts.{i}.bytes" data-value="{_e(repr(size))}" '
                      f'title="{_e(size)} bytes">{_e(fmt_bytes(size))}</td>') if size is not None else "<td>—</td>"
         body.append(f"<tr>{_td(a.get('path', '?'), 'mono')}"
                     f'<td class="mono" title="{_e(a.get("sha256", ""))}">{_e(short_sha(a.get("sha256")))}</td>'

@@ -51,8 +51,9 @@ def fmt_num(value: Any, sig: int = SIG_DIGITS) -> str:
         if value == 0.0:
             return "0"
         if 0.99 < value < 1.0:
-            decimals = min(12, -math.floor(math.log10(1.0 - value)) + sig - 3)
-            return f"{value:.{decimals}f}"
+            # no cap below float64's 17 digits: 1 - 3e-14 must not print as "1."
+            decimals = min(17, -math.floor(math.log10(1.0 - value)) + sig - 3)
+            return f"{value:.{decimals}f}".rstrip("0")
         return f"{value:.{sig}g}"
     return str(value)
 
@@ -75,7 +76,9 @@ def short_sha(sha: Any) -> str:
 
 def md_escape(text: Any) -> str:
     """Text -> safe inside a Markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    # Only tag-like '<' would be read as HTML; '<= 0.2' stays readable in a terminal.
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
 
 
 # ---------------------------------------------------------------- shared row builders
@@ -120,15 +123,15 @@ def gate_rows(report: dict) -> list[GateRow]:
             if "measured" in spec:
                 measured, measured_key = spec["measured"], f"{key}.measured"
             else:
-                measured, measured_key = parity.get(name), f"parity.{name}"
-            passed = spec.get("passed")
+                measured, measured_key = _measured(report, name)
+            passed = spec.get("passed", _recorded_pass(parity, name))
             op = spec.get("op") or ("<=" if _lower_is_better(name) else ">=")
         else:
             threshold, threshold_key = spec, key
-            measured, measured_key = parity.get(name), f"parity.{name}"
-            passed = None
+            measured, measured_key = _measured(report, name)
+            passed = _recorded_pass(parity, name)
             op = "<=" if _lower_is_better(name) else ">="
-        if passed is None and _is_num(measured) and _is_num(threshold):
+        if passed is None and is_num(measured) and is_num(threshold):
             passed = measured <= threshold if op in ("<=", "<") else measured >= threshold
         mp = min_passing.get(name)
         rows.append(
@@ -142,7 +145,24 @@ def gate_rows(report: dict) -> list[GateRow]:
     return rows
 
 
-def _is_num(v: Any) -> bool:
+def _measured(report: dict, name: str) -> tuple[Any, str]:
+    """A gate's measured value and its report path (accuracy_drop lives under accuracy)."""
+    parity = report.get("parity") or {}
+    if name not in parity and name == "accuracy_drop":
+        return (report.get("accuracy") or {}).get("drop_top1"), "accuracy.drop_top1"
+    return parity.get(name), f"parity.{name}"
+
+
+def _recorded_pass(parity: dict, name: str) -> bool | None:
+    """What compare.py decided, when the report says: failed_gates lists the failures."""
+    if "failed_gates" in parity:
+        return name not in parity["failed_gates"]
+    if parity.get("passed") is True:
+        return True
+    return None
+
+
+def is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -151,9 +171,34 @@ def speedup(reference_latency: dict | None, latency: dict | None, key: str = "p5
     if not reference_latency or not latency:
         return None
     ref, eng = reference_latency.get(key), latency.get(key)
-    if not _is_num(ref) or not _is_num(eng) or eng <= 0:
+    if not is_num(ref) or not is_num(eng) or eng <= 0:
         return None
     return float(ref) / float(eng)
+
+
+def node_reason(node: Any, plan: dict) -> str | None:
+    """Why a plan entry sits where it is: its own 'reason' or the plan's reasons map."""
+    if isinstance(node, dict) and node.get("reason"):
+        return str(node["reason"])
+    return (plan.get("reasons") or {}).get(node_name(node))
+
+
+def plan_summary(report: dict) -> str:
+    """precision_plan -> one sentence of counts."""
+    plan = report.get("precision_plan") or {}
+    quant, flt, excl = (plan.get(k) or [] for k in ("quantized_nodes", "float_nodes", "excluded"))
+    low = str(report.get("precision") or "low precision").upper()
+    names = {node_name(n) for n in flt}
+    inside = all(node_name(n) in names for n in excl)
+    return (f"{len(quant)} nodes in {low}, {len(flt)} kept in float"
+            + (f" ({len(excl)} of them excluded by rule although quantizable)." if inside and excl
+               else f", {len(excl)} excluded by rule."))
+
+
+def accuracy_unit(acc: dict) -> str:
+    """'%' when accuracies are percentages (compare.accuracy), '' when fractions."""
+    vals = [acc.get(k) for k in ("reference_top1", "reference_top5", "engine_top1", "engine_top5")]
+    return "%" if any(is_num(v) and v > 1.0 for v in vals) else ""
 
 
 def node_name(node: Any) -> str:
@@ -162,10 +207,13 @@ def node_name(node: Any) -> str:
     return str(node)
 
 
-def node_op_type(node: Any) -> str:
-    """A plan entry -> its op type; plain names like '/stem/conv1/Conv_2' give theirs by suffix."""
+def node_op_type(node: Any, op_types: dict | None = None) -> str:
+    """A plan entry -> its op type: the plan's op_types map, the entry's own, or the name's suffix
+    ('/stem/conv1/Conv_2' -> Conv, the way torch.onnx names nodes)."""
     if isinstance(node, dict) and node.get("op_type"):
         return str(node["op_type"])
+    if op_types and node_name(node) in op_types:
+        return str(op_types[node_name(node)])
     last = node_name(node).rstrip("/").split("/")[-1]
     last = re.sub(r"_\d+$", "", last)
     return last if re.fullmatch(r"[A-Z][A-Za-z0-9]*", last) else "other"
@@ -177,7 +225,7 @@ def op_type_counts(report: dict) -> list[tuple[str, int, int]]:
     counts: dict[str, list[int]] = {}
     for col, field in ((0, "quantized_nodes"), (1, "float_nodes")):
         for node in plan.get(field) or []:
-            counts.setdefault(node_op_type(node), [0, 0])[col] += 1
+            counts.setdefault(node_op_type(node, plan.get("op_types")), [0, 0])[col] += 1
     return sorted(
         ((op, q, f) for op, (q, f) in counts.items()), key=lambda r: (-(r[1] + r[2]), r[0])
     )
@@ -186,11 +234,11 @@ def op_type_counts(report: dict) -> list[tuple[str, int, int]]:
 def sensitivity_ranked(report: dict) -> list[dict]:
     """sensitivity -> entries, most sensitive (lowest SQNR) first."""
     entries = [e for e in report.get("sensitivity") or [] if isinstance(e, dict)]
-    return sorted(entries, key=lambda e: e.get("sqnr_db") if _is_num(e.get("sqnr_db")) else math.inf)
+    return sorted(entries, key=lambda e: e.get("sqnr_db") if is_num(e.get("sqnr_db")) else math.inf)
 
 
 def per_class_rows(accuracy: dict) -> list[tuple[str, Any, Any]]:
-    """accuracy.per_class (class -> agreement | {agreement, n} or a list) -> [(class, agreement, n)]."""
+    """accuracy.per_class (class -> agreement | {agreement, n, ...} or a list) -> [(class, agreement, n)]."""
     per_class = accuracy.get("per_class") or {}
     rows = []
     if isinstance(per_class, dict):
@@ -240,7 +288,7 @@ def render_markdown(report: dict, manifest: dict) -> str:
         ("precision", report.get("precision")),
         ("reference", " / ".join(str(ref.get(k)) for k in ("framework", "device", "dtype") if ref.get(k))),
         ("classes", model.get("num_classes")),
-        ("input", _input_text(manifest)),
+        ("input", input_text(manifest)),
         ("created", manifest.get("created")),
     ]
     lines += [f"- {k}: {md_escape(v)}" for k, v in facts if v not in (None, "")]
@@ -274,7 +322,7 @@ def render_markdown(report: dict, manifest: dict) -> str:
         lines.append("")
         lines += _table(
             ["stage", "artifact"] + [title for _, title in STAGE_COLUMNS],
-            [[s.get("stage"), s.get("artifact", "—")] + [fmt_num(_stage_val(s, k)) for k, _ in STAGE_COLUMNS]
+            [[s.get("stage"), stage_artifact(s)] + [fmt_num(stage_value(s, k)) for k, _ in STAGE_COLUMNS]
              for s in stages],
         )
     else:
@@ -290,18 +338,28 @@ def render_markdown(report: dict, manifest: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _stage_val(stage: dict, key: str) -> Any:
+def stage_artifact(stage: dict) -> str:
+    """'model.onnx (onnxruntime)': the file a stage ran and the runtime that ran it."""
+    art, runtime = stage.get("artifact") or "—", stage.get("runtime")
+    return f"{art} ({runtime})" if runtime and str(runtime) != str(art) else str(art)
+
+
+def stage_value(stage: dict, key: str) -> Any:
     """Stage parity key, accepting the short names (top1/top5) as well."""
     if key in stage:
         return stage[key]
     return stage.get(key.replace("_agreement", ""))
 
 
-def _input_text(manifest: dict) -> str | None:
+def input_text(manifest: dict) -> str | None:
     inp = manifest.get("input") or {}
     if not inp:
         return None
     shape = inp.get("shape")
+    if isinstance(shape, (list, tuple)):
+        # a dynamic dimension is stored as [min, max]
+        shape = " × ".join(f"{d[0]}–{d[1]}" if isinstance(d, (list, tuple)) and len(d) == 2 else str(d)
+                           for d in shape)
     return f"{inp.get('name', 'input')} {inp.get('layout', '')} {inp.get('dtype', '')} {shape}".strip()
 
 
@@ -318,14 +376,28 @@ def _latency_md(report: dict) -> list[str]:
     lines.append("")
     sp = speedup(ref, lat)
     if sp is not None:
-        lines.append(f"Speed-up at p50: **{fmt_num(sp, 3)}×** (reference p50 / engine p50).")
+        lines += [f"Speed-up at p50: **{fmt_num(sp, 3)}×** (reference p50 / engine p50).", ""]
     elif lat and not ref:
-        lines.append("Reference latency not measured; no speed-up to report.")
+        lines += ["Reference latency not measured; no speed-up to report.", ""]
     base = lat or ref
     extra = [f"{k}: {fmt_num(base.get(k))}" for k in ("warmup", "iterations", "threads") if base.get(k) is not None]
     if extra:
         lines.append("Harness: " + ", ".join(extra) + ".")
+    for warning in latency_warnings(report):
+        lines += ["", f"⚠ {md_escape(warning)}"]
     return lines + [""]
+
+
+def latency_warnings(report: dict) -> list[str]:
+    """The harness's own warnings plus a line for noisy (high-variance) measurements."""
+    out = []
+    for label, d in (("engine", report.get("latency")), ("reference", report.get("reference_latency"))):
+        if not d:
+            continue
+        if d.get("noisy") and not d.get("warnings"):  # the harness's own warning already says why
+            out.append(f"{label}: noisy measurement (cv {fmt_num(d.get('cv'), 3)}); compare with care.")
+        out += [f"{label}: {w}" for w in d.get("warnings") or []]
+    return out
 
 
 def _precision_md(report: dict) -> list[str]:
@@ -335,9 +407,8 @@ def _precision_md(report: dict) -> list[str]:
     quant = plan.get("quantized_nodes") or []
     flt = plan.get("float_nodes") or []
     excluded = plan.get("excluded") or []
-    low = "INT8" if str(report.get("precision", "")).lower() == "int8" else str(report.get("precision", "low")).upper()
-    lines = ["## Precision plan", "",
-             f"{len(quant)} nodes in {low}, {len(flt)} kept in float, {len(excluded)} excluded by rule.", ""]
+    low = str(report.get("precision") or "low precision").upper()
+    lines = ["## Precision plan", "", plan_summary(report), ""]
     counts = op_type_counts(report)
     if counts:
         lines += _table(["op type", low, "float"], [[op, q, f] for op, q, f in counts])
@@ -346,8 +417,8 @@ def _precision_md(report: dict) -> list[str]:
         lines.append("Excluded (kept in float):")
         lines.append("")
         for node in excluded:
-            reason = node.get("reason") if isinstance(node, dict) else None
-            lines.append(f"- `{node_name(node)}`" + (f": {reason}" if reason else ""))
+            reason = node_reason(node, plan)
+            lines.append(f"- `{node_name(node)}`" + (f": {md_escape(reason)}" if reason else ""))
         lines.append("")
     return lines
 
@@ -357,10 +428,15 @@ def _sensitivity_md(report: dict) -> list[str]:
     if not ranked:
         return []
     lines = ["## Sensitivity (lowest SQNR first, top 10)", ""]
+    with_out = any("output_sqnr_db" in e for e in ranked)
     lines += _table(
-        ["rank", "node", "op type", "SQNR (dB)"],
-        [[i + 1, e.get("node", "?"), e.get("op_type", "?"), fmt_num(e.get("sqnr_db"))] for i, e in enumerate(ranked[:10])],
+        ["rank", "node", "op type", "SQNR (dB)"] + (["output SQNR (dB)"] if with_out else []),
+        [[i + 1, e.get("node", "?"), e.get("op_type", "?"), fmt_num(e.get("sqnr_db"))]
+         + ([fmt_num(e.get("output_sqnr_db"))] if with_out else []) for i, e in enumerate(ranked[:10])],
     )
+    suggested = report.get("sensitivity_suggested_exclusions") or []
+    if suggested:
+        lines += ["", "Suggested to keep in float: " + ", ".join(f"`{node_name(n)}`" for n in suggested)]
     return lines + [""]
 
 
@@ -368,27 +444,35 @@ def _accuracy_md(report: dict) -> list[str]:
     acc = report.get("accuracy")
     if not acc:
         return []
+    unit = accuracy_unit(acc)
     lines = ["## Accuracy", ""]
+    if acc.get("images") is not None:
+        lines += [f"Evaluated on {fmt_num(acc.get('images'))} labelled images.", ""]
     lines += _table(
-        ["", "top1", "top5"],
+        ["", f"top1{' (%)' if unit else ''}", f"top5{' (%)' if unit else ''}"],
         [["reference", fmt_num(acc.get("reference_top1")), fmt_num(acc.get("reference_top5"))],
          ["engine", fmt_num(acc.get("engine_top1")), fmt_num(acc.get("engine_top5"))]],
     )
-    lines += ["", f"Top-1 drop: {fmt_num(acc.get('drop_top1'))}", ""]
+    drop_unit = " percentage points" if unit else " (fraction of images)"
+    lines += ["", f"Top-1 drop: {fmt_num(acc.get('drop_top1'))}{drop_unit}.", ""]
     rows = per_class_rows(acc)
     if rows:
-        worst = sorted(rows, key=lambda r: r[1] if _is_num(r[1]) else math.inf)[:10]
+        worst = sorted(rows, key=lambda r: r[1] if is_num(r[1]) else math.inf)[:10]
         lines.append(f"Per-class agreement, engine vs reference (lowest {len(worst)} of {len(rows)} classes):")
         lines.append("")
-        lines += _table(["class", "agreement", "images"], [[c, fmt_num(a), fmt_num(n)] for c, a, n in worst])
+        if any(n is not None for _, _, n in worst):
+            lines += _table(["class", "agreement", "images"], [[c, fmt_num(a), fmt_num(n)] for c, a, n in worst])
+        else:
+            lines += _table(["class", "agreement"], [[c, fmt_num(a)] for c, a, _ in worst])
         lines.append("")
     return lines
 
 
 def environment_rows(report: dict, manifest: dict) -> list[tuple[str, str]]:
     env = report.get("environment") or {}
-    rows = [(k, str(env[k])) for k in ("python", "platform", "cpu", "threads", "gpu") if env.get(k) not in (None, "")]
-    if "gpu" not in env or env.get("gpu") in (None, ""):
+    rows = [(k, str(env[k])) for k in ("python", "platform", "cpu", "cpu_count", "threads", "gpu")
+            if env.get(k) not in (None, "")]
+    if env and env.get("gpu") in (None, ""):
         rows.append(("gpu", "none"))
     versions = dict(manifest.get("versions") or {})
     versions.update(env.get("versions") or {})
@@ -406,7 +490,7 @@ def _environment_md(report: dict, manifest: dict) -> list[str]:
 def _artifacts_md(report: dict, manifest: dict) -> list[str]:
     arts = artifacts(report, manifest)
     if not arts:
-        return []
+        return ["## Artifacts", "", "File list and sha256 checksums: manifest.json.", ""]
     lines = ["## Artifacts", ""]
     lines += _table(
         ["file", "sha256", "size"],

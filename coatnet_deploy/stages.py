@@ -61,34 +61,25 @@ def node_count(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def run_onnx(path: Path, batch: np.ndarray, threads: int | None = None) -> np.ndarray:
-    from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
-
-    with OnnxRuntimeRunner(str(path), threads=threads) as r:
-        return r.infer(batch)
-
-
-def check_batch_range(path: Path, image_size: int, batch_range: tuple[int, int, int], threads: int | None = None) -> dict[str, Any]:
-    """Run the ONNX at the bottom and the top of the batch range; the batch must follow the input."""
-    from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
-
+def check_batch_range(runner, image_size: int, batch_range: tuple[int, int, int]) -> dict[str, Any]:
+    """Run an open runner at the bottom and the top of the batch range; the batch must follow the input."""
     checked = []
     rng = np.random.default_rng(1)
-    with OnnxRuntimeRunner(str(path), threads=threads) as r:
-        for b in sorted({batch_range[0], batch_range[2]}):
-            x = rng.standard_normal((b, 3, image_size, image_size)).astype(np.float32)
-            y = r.infer(x)
-            if y.shape[0] != b:
-                raise RuntimeError(f"{path.name}: batch {b} gave output shape {y.shape}: the batch dimension is frozen")
-            checked.append(b)
+    for b in sorted({batch_range[0], batch_range[2]}):
+        x = rng.standard_normal((b, 3, image_size, image_size)).astype(np.float32)
+        y = runner.infer(x)
+        if y.shape[0] != b:
+            raise RuntimeError(f"batch {b} gave output shape {tuple(y.shape)}: the exported batch dimension is frozen")
+        checked.append(b)
     return {"batches_checked": checked}
 
 
-def simplified_onnx(src: Path, dst: Path, check_inputs: np.ndarray, threads: int | None = None, tol: float = 1e-4) -> dict[str, Any]:
-    """onnxsim the graph and check the result against the plain graph on ``check_inputs``.
+def simplified_onnx(src: Path, dst: Path) -> dict[str, Any]:
+    """onnxsim the graph into ``dst``; returns facts (ok, nodes before/after, error).
 
-    Returns facts: ok, nodes before/after, max abs difference; on failure the plain graph is copied
-    to ``dst`` and the reason is recorded, so the export goes on with a graph that is known good.
+    On failure the plain graph is copied to ``dst`` and the reason recorded, so the export goes on
+    with a graph that is known good. The caller checks the simplified graph's outputs against the
+    plain graph's (onnxsim's own check is not trusted alone).
     """
     import shutil
 
@@ -100,22 +91,21 @@ def simplified_onnx(src: Path, dst: Path, check_inputs: np.ndarray, threads: int
         import onnxsim
 
         info["version"] = getattr(onnxsim, "__version__", "unknown")
-        model = onnx.load(str(src))
-        simplified, ok = onnxsim.simplify(model)
+        simplified, ok = onnxsim.simplify(onnx.load(str(src)))
         if not ok:
             raise RuntimeError("onnxsim's own check failed")
         onnx.save(simplified, str(dst))
-        plain = run_onnx(src, check_inputs, threads)
-        simp = run_onnx(dst, check_inputs, threads)
-        diff = float(np.abs(plain - simp).max())
-        info.update({"nodes_after": len(simplified.graph.node), "max_abs_diff_vs_plain": diff})
-        if not diff <= tol:
-            raise RuntimeError(f"simplified graph differs from the plain graph by {diff:.3g} (> {tol:g})")
-        info["ok"] = True
+        info.update({"ok": True, "nodes_after": len(simplified.graph.node)})
     except Exception as e:  # noqa: BLE001 - any simplifier failure means: keep the plain graph, and say so
-        shutil.copyfile(src, dst)
-        info.update({"ok": False, "error": f"{type(e).__name__}: {e}".splitlines()[0], "nodes_after": before})
+        keep_plain(src, dst, info, f"{type(e).__name__}: {e}")
     return info
+
+
+def keep_plain(src: Path, dst: Path, info: dict[str, Any], reason: str) -> None:
+    import shutil
+
+    shutil.copyfile(src, dst)
+    info.update({"ok": False, "error": reason.splitlines()[0] if reason else "unknown", "nodes_after": info.get("nodes_before")})
 
 
 def golden_inputs(preprocess_cfg, image_size: int, images_dir: str | None, n_images: int, n_random: int, seed: int) -> tuple[np.ndarray, list[str]]:

@@ -210,7 +210,8 @@ def test_compare_interleaved_is_round_robin_with_equal_counts():
     assert rt["b"]["p50_ratio"] == pytest.approx(2.0) and rt["c"]["speedup"] == pytest.approx(2.0)
     with pytest.raises(UserError, match="a, b, c"):
         ratios(res, "nope")
-    assert all(isinstance(r, LatencyResult) and not r.is_active for r in (*res.values(), *runners.values()))
+    assert all(isinstance(r, LatencyResult) for r in res.values())
+    assert not any(r.is_active for r in runners.values())
 
 
 def test_compare_interleaved_needs_runners():
@@ -270,3 +271,14 @@ def test_openvino_throughput_mode_measured(tiny_onnx):
     res = measure(OpenVINORunner(tiny_onnx[1], mode="throughput"), np.zeros((2, 3, 16, 16), np.float32), cfg)
     assert res.mode == "throughput" and res.iterations == 3
     assert res.settings["performance_hint"] == "THROUGHPUT"
+
+
+def test_runner_warnings_are_carried_into_the_result():
+    class Caveated(ScriptedRunner):
+        def settings(self):
+            return {"threads": 1, "warnings": ["requested f16, runs f32"]}
+
+    clock = FakeClock()
+    cfg = BenchConfig(warmup_iters=0, warmup_s=0, min_iters=2, min_time_s=0)
+    res = measure(Caveated("fake", clock, [1.0]), BATCH, cfg, clock=clock)
+    assert res.warnings == ["requested f16, runs f32"] and not res.noisy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import json
 import re
 from html.parser import HTMLParser
@@ -30,12 +31,14 @@ def _latency(rng, center, n=200):
     return {
         "batch": 1, "warmup": 10, "iterations": n, "p50_ms": float(q[0]), "p90_ms": float(q[1]),
         "p99_ms": float(q[2]), "mean_ms": float(np.mean(samples)), "throughput_ips": 1000.0 / float(np.mean(samples)),
-        "samples_ms": samples, "threads": 2, "settings": {"intra_op_num_threads": 2},
+        "min_ms": float(min(samples)), "cv": float(np.std(samples) / np.mean(samples)), "noisy": False,
+        "warnings": [], "samples_ms": samples, "threads": 2, "settings": {"threads": 2},
     }
 
 
 def make_report(status="PASSED", optional=True):
-    """A realistic int8 onnxruntime report: PASSED, or FAILED on max_abs_err; optional sections on or off."""
+    """A int8 onnxruntime report shaped like pipeline.py's: PASSED, or FAILED on max_abs_err;
+    optional sections (reference latency, precision plan, sensitivity, accuracy) on or off."""
     rng = np.random.default_rng(0 if status == "PASSED" else 1)
     failed = status == "FAILED"
     stages = []
@@ -46,17 +49,20 @@ def make_report(status="PASSED", optional=True):
         stages.append({
             "stage": name, "artifact": {"onnx": "stages/model.onnx", "simplified": "stages/model.sim.onnx",
                                         "quantized": "model.onnx", "engine": "model.onnx (ORT CPU)"}[name],
-            "samples": 32, "cosine_min": min(cos), "max_abs_err": max(err), "mean_abs_err": float(np.mean(err)) / 4,
+            "runtime": "onnxruntime", "samples": 32, "cosine_min": min(cos), "max_abs_err": max(err), "mean_abs_err": float(np.mean(err)) / 4,
             "top1_agreement": 1.0 if name in ("onnx", "simplified") else 0.96875, "top5_agreement": 1.0,
         })
     final = stages[-1]
     cos, err = _parity(rng, *drift["engine"])
     cos[0], err[0] = final["cosine_min"], final["max_abs_err"]
     gates = {"cosine_min": 0.999, "max_abs_err": 0.2, "top1_agreement": 0.9}
+    if optional:
+        gates["accuracy_drop"] = 2.0  # percentage points; measured value lives in accuracy.drop_top1
     parity = {k: final[k] for k in ("samples", "cosine_min", "max_abs_err", "mean_abs_err",
                                     "top1_agreement", "top5_agreement")}
     parity.update({"gates": gates, "passed": not failed, "per_sample": {"cosine": cos, "max_abs_err": err}})
     if failed:
+        parity["failed_gates"] = ["max_abs_err"]
         parity["min_passing"] = {"max_abs_err": final["max_abs_err"]}
     report = {
         "status": status, "target": "onnxruntime", "precision": "int8",
@@ -65,24 +71,30 @@ def make_report(status="PASSED", optional=True):
         "latency": _latency(rng, 3.2), "reference_latency": _latency(rng, 9.7),
         "reference_note": "random init (no --weights)",
         "environment": {"python": "3.12.3", "platform": "Linux-6.8-x86_64", "cpu": "AMD EPYC 9B14 (2 threads)",
-                        "threads": 2, "gpu": None, "versions": {"onnxruntime": "1.22.0", "onnx": "1.18.0"}},
+                        "cpu_count": 2, "threads": 2, "gpu": None, "versions": {"onnxruntime": "1.22.0", "onnx": "1.18.0"}},
     }
     if optional:
         ops = ["Conv"] * 14 + ["MatMul"] * 22 + ["Gemm"] * 2
         floats = ["Softmax"] * 6 + ["LayerNormalization"] * 8 + ["Gelu"] * 10 + ["Add"] * 12
-        report["precision_plan"] = {
+        excluded = ["/head/fc/Gemm", "/stem/conv1/Conv"]
+        report["precision_plan"] = {  # precision.plan.PrecisionPlan.to_dict(): excluded are also float
             "quantized_nodes": [f"/stages.{i % 4}/blocks.{i}/{op}" + (f"_{i}" if i % 3 else "") for i, op in enumerate(ops)],
-            "float_nodes": [{"name": f"/stages.{i % 4}/blocks.{i}/attn/{op}", "op_type": op} for i, op in enumerate(floats)],
-            "excluded": [{"node": "/head/fc/Gemm", "reason": "last layer <stays float> & logits"},
-                         {"node": "/stem/conv1/Conv", "reason": "first layer"}],
+            "float_nodes": [f"/stages.{i % 4}/blocks.{i}/attn/{op}" for i, op in enumerate(floats)] + excluded,
+            "excluded": excluded,
+            "reasons": {"/head/fc/Gemm": "last layer <stays float> & logits", "/stem/conv1/Conv": "first layer"},
+            "counts": {"quantized": 38, "float": 38, "excluded": 2},
         }
         report["sensitivity"] = [
             {"node": f"/stages.{i % 4}/blocks.{i}/mlp/fc{i % 2 + 1}/MatMul", "op_type": "MatMul",
-             "sqnr_db": float(12 + 1.7 * i + rng.uniform(0, 1))} for i in range(26)
+             "sqnr_db": float(12 + 1.7 * i + rng.uniform(0, 1)), "output_sqnr_db": float(10 + 1.5 * i)}
+            for i in range(26)
         ]
-        report["accuracy"] = {"reference_top1": 0.8125, "reference_top5": 0.953125, "engine_top1": 0.796875,
-                              "engine_top5": 0.953125, "drop_top1": 0.015625,
-                              "per_class": {f"class_{c}": float(a) for c, a in enumerate(rng.uniform(0.8, 1, 10))}}
+        report["sensitivity_suggested_exclusions"] = [report["sensitivity"][0]["node"]]
+        report["accuracy"] = {  # percent, as compare.accuracy returns
+            "images": 640, "reference_top1": 81.25, "reference_top5": 95.3125, "engine_top1": 79.6875,
+            "engine_top5": 95.3125, "drop_top1": 1.5625, "drop_top5": 0.0, "top1_agreement": 0.96875,
+            "per_class": {f"class_{c}": {"n": 64, "agreement": float(a), "reference_top1": 80.0, "engine_top1": 78.5}
+                          for c, a in enumerate(rng.uniform(0.8, 1, 10))}}
     else:
         del report["reference_latency"]
     return report
@@ -92,7 +104,7 @@ def make_manifest():
     return {
         "schema_version": 1,
         "model": {"name": "coatnet_tiny", "num_classes": 10, "labels": None, "weights_sha256": None},
-        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "shape": ["1..8", 3, 64, 64]},
+        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "shape": [[1, 8], 3, 64, 64]},
         "preprocess": {"resize": 73, "crop": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                        "interpolation": "bicubic"},
         "target": "onnxruntime", "precision": "int8",
@@ -108,10 +120,19 @@ def make_manifest():
 VARIANTS = [("PASSED", True), ("FAILED", True), ("PASSED", False), ("FAILED", False)]
 
 
+@functools.lru_cache(maxsize=None)
+def _rendered(status, optional):
+    """Each variant is rendered once per run: plotting dominates the test time."""
+    report, manifest = make_report(status, optional), make_manifest()
+    return report, manifest, render_html(report, manifest), render_markdown(report, manifest)
+
+
 @pytest.fixture(params=VARIANTS, ids=[f"{s.lower()}-{'full' if o else 'minimal'}" for s, o in VARIANTS])
 def case(request):
+    """(report, manifest, optional sections present, html, markdown); treat as read-only."""
     status, optional = request.param
-    return make_report(status, optional), make_manifest(), optional
+    report, manifest, page, md = _rendered(status, optional)
+    return report, manifest, optional, page, md
 
 
 class _Page(HTMLParser):
@@ -156,10 +177,12 @@ class _Page(HTMLParser):
             self._text.append(data)
 
 
-def _lookup(report, key):
-    """Dotted path (list items by index, '.length' = len) -> value in report.json."""
-    node = report
-    for part in key.split("."):
+def _lookup(report, manifest, key):
+    """Dotted path (list items by index, '.length' = len, 'manifest.' = manifest.json) -> value."""
+    node, parts = report, key.split(".")
+    if parts[0] == "manifest":
+        node, parts = manifest, parts[1:]
+    for part in parts:
         if part == "length":
             return len(node)
         node = node[int(part)] if isinstance(node, list) else node[part]
@@ -174,8 +197,7 @@ def _parse(page):
 
 
 def test_html_is_balanced_self_contained_and_numbers_match_report(case):
-    report, manifest, optional = case
-    page = render_html(report, manifest)
+    report, manifest, optional, page, _ = case
     parsed = _parse(page)
     assert parsed.errors == [] and parsed.stack == [], (parsed.errors, parsed.stack)
     # Nothing the browser would fetch: every src/href is inline data.
@@ -185,14 +207,14 @@ def test_html_is_balanced_self_contained_and_numbers_match_report(case):
 
     checked = 0
     for key, value, text in parsed.cells:
-        expected = _lookup(report, key)
+        expected = _lookup(report, manifest, key)
         if key == "status":
             assert value == text == expected
             continue
         assert value is not None, key
         assert json.loads(json.dumps(expected)) == expected
         assert ast.literal_eval(value) == expected, (key, value, expected)  # data-value is repr(): exact round trip
-        if key.startswith("artifacts."):
+        if key.startswith("manifest.artifacts."):
             continue  # shown as a human size; exact bytes live in data-value
         assert text == fmt_num(expected), (key, text, expected)
         checked += 1
@@ -203,14 +225,15 @@ def test_html_is_balanced_self_contained_and_numbers_match_report(case):
         assert must in keys, must
     if optional:
         for must in ("reference_latency.p99_ms", "accuracy.engine_top1", "accuracy.drop_top1",
+                     "parity.gates.accuracy_drop",
                      "precision_plan.quantized_nodes.length", "sensitivity.0.sqnr_db"):
             assert must in keys, must
     assert checked >= 30
 
 
 def test_html_plots_are_embedded_pngs(case):
-    report, manifest, optional = case
-    parsed = _parse(render_html(report, manifest))
+    report, manifest, optional, page, _ = case
+    parsed = _parse(page)
     # stage drift, per-sample distributions, latency; + precision plan and sensitivity when present
     expected = 5 if optional else 3
     assert len(parsed.imgs) >= expected
@@ -220,8 +243,7 @@ def test_html_plots_are_embedded_pngs(case):
 
 
 def test_html_status_banner_and_failed_gate(case):
-    report, manifest, _ = case
-    page = render_html(report, manifest)
+    report, manifest, _, page, _ = case
     if report["status"] == "PASSED":
         assert 'class="banner passed"' in page and "FAIL<" not in page
     else:
@@ -231,7 +253,10 @@ def test_html_status_banner_and_failed_gate(case):
 
 
 def test_html_escapes_strings():
-    report, manifest = make_report(), make_manifest()
+    report, manifest = make_report(optional=False), make_manifest()
+    report["precision_plan"] = make_report()["precision_plan"]
+    for key in ("latency", "stages"):
+        del report[key]
     manifest["model"]["name"] = '<script>alert("x")</script>'
     report["reference_note"] = "a & b <i>"
     page = render_html(report, manifest)
@@ -258,8 +283,7 @@ def _md_tables(md):
 
 
 def test_markdown_tables_hold_the_report_numbers(case):
-    report, manifest, optional = case
-    md = render_markdown(report, manifest)
+    report, manifest, optional, _, md = case
     tables = _md_tables(md)
     by_header = {tuple(t[0]): t[1:] for t in tables}
     assert f"**Status: {report['status']}**" in md
@@ -289,20 +313,26 @@ def test_markdown_tables_hold_the_report_numbers(case):
         ref = report["reference_latency"]
         assert lat_rows["reference (PyTorch)"][2] == fmt_num(ref["p50_ms"])
         assert f"**{fmt_num(ref['p50_ms'] / report['latency']['p50_ms'], 3)}×**" in md
-        sens = by_header[("rank", "node", "op type", "SQNR (dB)")]
+        sens = by_header[("rank", "node", "op type", "SQNR (dB)", "output SQNR (dB)")]
         assert len(sens) == 10
+        assert f"Suggested to keep in float: `{report['sensitivity'][0]['node']}`" in md
         assert sens[0][3] == fmt_num(min(e["sqnr_db"] for e in report["sensitivity"]))
-        acc = {r[0]: r for r in by_header[("", "top1", "top5")]}
-        assert acc["engine"][1:] == [fmt_num(0.796875), fmt_num(0.953125)]
+        acc = {r[0]: r for r in by_header[("", "top1 (%)", "top5 (%)")]}
+        assert acc["engine"][1:] == [fmt_num(79.6875), fmt_num(95.3125)]
+        assert f"Top-1 drop: {fmt_num(1.5625)} percentage points." in md
+        assert gates["accuracy_drop"][1:4] == [f"<= {fmt_num(2.0)}", fmt_num(1.5625), "pass"]
         ops = {r[0]: r[1:] for r in by_header[("op type", "INT8", "float")]}
-        assert ops["MatMul"] == ["22", "0"] and ops["Gelu"] == ["0", "10"] and ops["Conv"] == ["14", "0"]
-        assert "38 nodes in INT8, 36 kept in float, 2 excluded" in md
+        assert ops["MatMul"] == ["22", "0"] and ops["Gelu"] == ["0", "10"] and ops["Conv"] == ["14", "1"]
+        assert "38 nodes in INT8, 38 kept in float (2 of them excluded by rule although quantizable)." in md
+        assert "- `/head/fc/Gemm`: last layer &lt;stays float> & logits" in md  # no raw tag in markdown
     else:
         assert "reference (PyTorch)" not in lat_rows
         for section in ("## Precision plan", "## Sensitivity", "## Accuracy"):
             assert section not in md
     arts = by_header[("file", "sha256", "size")]
     assert arts[0] == ["model.onnx", "ab12ab12ab12", "1.2 MiB"]
+    assert "- input: input NCHW float32 1–8 × 3 × 64 × 64" in md
+    assert [r[1] for r in stage_rows] == [f"{s['artifact']} (onnxruntime)" for s in report["stages"]]
 
 
 def test_reports_render_without_latency_and_optional_keys():
@@ -320,11 +350,34 @@ def test_reports_render_without_latency_and_optional_keys():
 
 def test_gates_as_dicts_and_near_one_cosines():
     report = make_report("FAILED", optional=False)
+    for key in ("latency", "stages"):
+        del report[key]  # no plots needed here; keeps the test fast
     report["parity"]["gates"] = {"cosine_min": {"threshold": 0.9999, "measured": 0.99987, "passed": False}}
     report["parity"]["min_passing"] = {"cosine_min": 0.99987}
     page = render_html(report, make_manifest())
     assert 'data-key="parity.gates.cosine_min.threshold" data-value="0.9999"' in page
     assert 'data-key="parity.gates.cosine_min.measured" data-value="0.99987"' in page
-    # a cosine just below 1 must never print as "1"
+    # a cosine just below 1 must never print as "1" (nor "1." at float64's last digits)
     assert fmt_num(0.9999999) != "1" and float(fmt_num(0.99999987)) == 0.99999987
+    assert fmt_num(1 - 2.9e-14).startswith("0.9999999999999") and float(fmt_num(1 - 2.9e-14)) < 1
 
+
+
+def test_noisy_latency_and_missing_artifacts_are_said_not_hidden():
+    report = make_report("PASSED", optional=False)
+    for key in ("stages",):
+        del report[key]
+    del report["parity"]["per_sample"]
+    report["latency"].update({"noisy": True, "cv": 0.31, "warnings": ["thermal throttling <suspected>"], "samples_ms": []})
+    manifest = make_manifest()
+    del manifest["artifacts"]  # pipeline renders the reports before it checksums the bundle
+    md, page = render_markdown(report, manifest), render_html(report, manifest)
+    assert "engine: thermal throttling" in md and "noisy measurement (cv" not in md  # harness said it already
+    report["latency"]["warnings"] = []
+    md, page = render_markdown(report, manifest), render_html(report, manifest)
+    assert "engine: noisy measurement (cv 0.31)" in md and "engine: noisy measurement (cv 0.31)" in page
+    report["latency"]["warnings"] = ["thermal throttling <suspected>"]
+    md, page = render_markdown(report, manifest), render_html(report, manifest)
+    assert "thermal throttling &lt;suspected>" in md and "thermal throttling &lt;suspected&gt;" in page
+    assert "File list and sha256 checksums: manifest.json." in md and "manifest.json" in page
+    assert _parse(page).imgs == []

@@ -23,6 +23,7 @@ def _register():
         bench_cmd,
         export_cmd,
         inspect_cmd,
+        matrix_cmd,
         models_cmd,
         parity_cmd,
         predict_cmd,

@@ -1,14 +1,14 @@
 """The model family: names, preprocessing facts, building (optionally from weights), size and cost.
 
 ``build_model(name, ...)`` -> ``nn.Module`` in eval mode; ``model_info(name)`` -> ``ModelInfo``;
-``list_models()``; ``count_params``; ``gmacs``. Torch is imported inside the functions that need it,
-so ``model_info`` / ``list_models`` stay cheap.
+``list_models()``; ``count_params``; ``gmacs`` (both from the config, no model built). Torch is
+imported inside the functions that need it, so ``model_info`` / ``list_models`` stay torch-free.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from coatnet_deploy.errors import UserError
@@ -35,7 +35,6 @@ class ModelInfo:
     interpolation: str = "bicubic"
     description: str = ""
     trained_in_timm: bool = False
-    _builder: str = field(default="", repr=False, compare=False)
 
     @property
     def preprocess(self) -> dict:
@@ -55,8 +54,8 @@ def preprocess_for(info: ModelInfo, image_size: int) -> dict:
     }
 
 
-def _i(name, timm_name, crop_pct=0.95, mean=HALF, std=HALF, size=224, desc="", trained=False, builder=None):
-    return ModelInfo(name, timm_name, size, 1000, crop_pct, mean, std, "bicubic", desc, trained, builder or name)
+def _i(name, timm_name, crop_pct=0.95, mean=HALF, std=HALF, size=224, desc="", trained=False):
+    return ModelInfo(name, timm_name, size, 1000, crop_pct, mean, std, "bicubic", desc, trained)
 
 
 # Preprocessing as in timm's pretrained cfgs (maxxvit.default_cfgs): mean = std = 0.5 and crop 0.95
@@ -105,6 +104,10 @@ def validate_image_size(image_size) -> int:
                         "(64, 96, 128, 160, 192, 224, 256, 288, 320, 384, ...)",
                         "pass e.g. --image-size 224")
     return image_size
+
+
+# variant name -> key of coatnet.model_cfgs (timm drops the resolution suffix the same way)
+_CFG_NAMES = {n: n[: -len("_224")] for n in _MODELS if n.endswith("_224")}
 
 
 def _constructor(name: str) -> Callable:
@@ -163,20 +166,41 @@ def build_model(name: str, num_classes: Optional[int] = None, image_size: Option
     return model.eval()
 
 
-def count_params(model_or_name, num_classes: int = 1000) -> int:
-    """Module or variant name -> number of parameters (names are built on the meta device: instant)."""
-    if isinstance(model_or_name, str):
-        info = model_info(model_or_name)
-        model_or_name = _construct(model_or_name, num_classes, info.default_image_size, 0, device="meta")
-    return sum(p.numel() for p in model_or_name.parameters())
+def count_params(model_or_name, num_classes: int = 1000, image_size: Optional[int] = None) -> int:
+    """Module, or variant name (+ image size, default the variant's) -> number of parameters.
+
+    For names the count comes from the config: no model is built, so coatnet_4 costs nothing.
+    """
+    if not isinstance(model_or_name, str):
+        return sum(p.numel() for p in model_or_name.parameters())
+    info = model_info(model_or_name)
+    image_size = validate_image_size(info.default_image_size if image_size is None else image_size)
+    if model_or_name == "coatnet_seed":
+        from coatnet_deploy.models.seed import count_params as seed_params
+
+        return seed_params(num_classes)
+    from coatnet_deploy.models import coatnet
+
+    return coatnet.count_params(coatnet.model_cfgs[_CFG_NAMES.get(model_or_name, model_or_name)], image_size,
+                                num_classes)
 
 
 def gmacs(name: str, image_size: Optional[int] = None, num_classes: int = 1000) -> float:
-    """Variant name (+ image size) -> multiply-accumulates for one image, in G.
+    """Variant name (+ image size) -> multiply-accumulates for one image, in G, computed from the config
+    (no model is built): convolutions, linear layers and the two attention matmuls."""
+    info = model_info(name)
+    image_size = validate_image_size(info.default_image_size if image_size is None else image_size)
+    if name == "coatnet_seed":
+        from coatnet_deploy.models.seed import count_macs
 
-    Counted with forward hooks on a meta-device build (shapes only, no arithmetic): convolutions,
-    linear layers and the two attention matmuls; norms, activations and pooling are not counted.
-    """
+        return count_macs(image_size, num_classes) / 1e9
+    from coatnet_deploy.models import coatnet
+
+    return coatnet.count_macs(coatnet.model_cfgs[_CFG_NAMES.get(name, name)], image_size, num_classes) / 1e9
+
+
+def _gmacs_traced(name: str, image_size: Optional[int] = None, num_classes: int = 1000) -> float:
+    """Cross-check of ``gmacs``: the same count from forward hooks on a meta-device build (slower)."""
     import torch
     from torch import nn
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
@@ -629,3 +629,74 @@ def resize_rel_pos_bias_table(table: torch.Tensor, new_window_size: Tuple[int, i
     z = _interp_linear_clamped(y, z, dy, dim=1)
     z = _interp_linear_clamped(x, z, dx, dim=2)
     return z.reshape(heads, -1).t().contiguous().to(table.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Cost, from the config alone (no model is built)
+# --------------------------------------------------------------------------------------------------
+
+
+def count_macs(cfg: CoAtNetCfg, img_size: int, num_classes: int = 1000) -> int:
+    """Config + image size -> multiply-accumulates for one image: convolutions, linear layers and the
+    two attention matmuls (norms, activations, pooling and softmax are not counted)."""
+    cc, tc = cfg.conv_cfg, cfg.transformer_cfg
+    s = img_size // 2
+    macs = s * s * 3 * 9 * cfg.stem_width[0] + s * s * cfg.stem_width[0] * 9 * cfg.stem_width[1]
+    in_chs, f_in = cfg.stem_width[1], s
+    for i, f_out in enumerate(feature_sizes(img_size, len(cfg.embed_dim))):
+        out = cfg.embed_dim[i]
+        for j in range(cfg.depths[i]):
+            stride = 2 if j == 0 else 1
+            fi = f_in if j == 0 else f_out
+            n = f_out * f_out
+            if stride == 2 and in_chs != out:
+                macs += n * in_chs * out  # Proj(Pool(x)) shortcut
+            if cfg.block_type[i] == "C":
+                mid = make_divisible((out if cc.expand_output else in_chs) * cc.expand_ratio)
+                rd = int(cc.attn_ratio * (out if cc.expand_output else mid))
+                f1 = fi if (stride == 1 or cc.stride_mode == "dw") else f_out  # where the 1x1 expand runs
+                macs += f1 * f1 * in_chs * mid + n * mid * cc.kernel_size ** 2 + 2 * mid * rd + n * mid * out
+            else:
+                dim_attn = out if tc.expand_first else in_chs
+                macs += n * in_chs * 3 * dim_attn + 2 * n * n * dim_attn + n * dim_attn * out
+                macs += 2 * n * out * int(out * tc.expand_ratio)
+            in_chs = out
+        f_in = f_out
+    if cfg.head_hidden_size:
+        macs += in_chs * cfg.head_hidden_size + cfg.head_hidden_size * num_classes
+    else:
+        macs += in_chs * num_classes
+    return macs
+
+
+def count_params(cfg: CoAtNetCfg, img_size: int, num_classes: int = 1000) -> int:
+    """Config + image size -> number of parameters (the rel-pos tables grow with the image size)."""
+    cc, tc = cfg.conv_cfg, cfg.transformer_cfg
+    s0, s1 = cfg.stem_width
+    p = 3 * 9 * s0 + 2 * s0 + s0 * 9 * s1 + (s0 + s1 if cfg.stem_bias else 0)
+    in_chs = s1
+    for i, f in enumerate(feature_sizes(img_size, len(cfg.embed_dim))):
+        out = cfg.embed_dim[i]
+        for j in range(cfg.depths[i]):
+            if j == 0 and in_chs != out:
+                bias = cc.output_bias if cfg.block_type[i] == "C" else tc.shortcut_bias
+                p += in_chs * out + (out if bias else 0)
+            if cfg.block_type[i] == "C":
+                mid = make_divisible((out if cc.expand_output else in_chs) * cc.expand_ratio)
+                rd = int(cc.attn_ratio * (out if cc.expand_output else mid))
+                p += 2 * in_chs + in_chs * mid + 2 * mid + mid * cc.kernel_size ** 2 + 2 * mid * rd + rd + mid
+                p += 2 * mid + mid * out + (out if cc.output_bias else 0)
+            else:
+                da = out if tc.expand_first else in_chs
+                heads = da // tc.dim_head
+                hidden = int(out * tc.expand_ratio)
+                p += 2 * in_chs + in_chs * 3 * da + da * out + ((3 * da + out) if tc.attn_bias else 0)
+                p += (2 * f - 1) ** 2 * heads + 2 * out + 2 * out * hidden + hidden + out
+                p += 2 * out if tc.init_values else 0
+            in_chs = out
+    if cfg.head_hidden_size:
+        h = cfg.head_hidden_size
+        p += 2 * in_chs + in_chs * h + h + h * num_classes + num_classes
+    else:
+        p += 2 * in_chs + in_chs * num_classes + num_classes
+    return p

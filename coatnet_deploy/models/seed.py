@@ -139,3 +139,29 @@ class CoAtNetSeed(nn.Module):
 
 def coatnet_seed(img_size: int = 224, num_classes: int = 1000) -> CoAtNetSeed:
     return CoAtNetSeed(image_size=img_size, num_classes=num_classes)
+
+
+def count_macs(img_size: int, num_classes: int = 1000) -> int:
+    """Image size -> multiply-accumulates of the seed network for one image (convs, linears, attention)."""
+    s = (img_size - 1) // 2 + 1
+    macs = s * s * 3 * 49 * 64
+    f = (s - 1) // 2 + 1  # max-pool
+    for cin, cout, stride in [(64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2),
+                              (512, 512, 1)]:
+        mid = cin * 4
+        fo = (f - 1) // stride + 1
+        macs += f * f * cin * mid + fo * fo * mid * 9 + 2 * mid * (mid // 4) + fo * fo * mid * cout
+        f = fo
+    n, e = f * f, 512
+    macs += n * 3 * e * e + 2 * n * n * e + n * e * e + e * num_classes
+    return macs
+
+
+def count_params(num_classes: int = 1000) -> int:
+    """-> number of parameters of the seed network (independent of the image size)."""
+    p = 3 * 49 * 64 + 64 + 2 * 64
+    for cin, cout in [(64, 128), (128, 128), (128, 256), (256, 256), (256, 512), (512, 512)]:
+        mid, rd = cin * 4, cin
+        p += cin * mid + 2 * mid + mid * 9 + 2 * mid + mid * rd + rd + rd * mid + mid + mid * cout + 2 * cout
+    e = 512
+    return p + 2 * e + 3 * e * e + 3 * e + e * e + e + e * num_classes + num_classes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from typing import Dict, Optional
 
 from coatnet_deploy.errors import UserError
@@ -51,16 +52,22 @@ def load_state_dict(path) -> Dict[str, "torch.Tensor"]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(
                 f"refusing to load {path}: checkpoint needs pickled code to load",
-                f"only tensors are read (torch.load weights_only=True) so a file cannot run code; {first}",
+                "only tensors are read (torch.load weights_only=True) so a file cannot run code"
+                + _unsupported_global(str(e)),
                 "re-save it as safetensors or a plain state_dict (torch.save(model.state_dict(), path))",
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as e:
             raise UserError(f"cannot read weights file {path}", f"truncated or not a torch checkpoint ({e})",
                             "re-download or re-save the checkpoint") from None
     return unwrap_state_dict(sd, source=path)
+
+
+def _unsupported_global(msg: str) -> str:
+    """torch's long weights_only message -> '; it references GLOBAL x.y' (or '' when absent)."""
+    m = re.search(r"GLOBAL ([\w.]+)", msg)
+    return f"; it references {m.group(1)}" if m else ""
 
 
 def unwrap_state_dict(obj, source: str = "checkpoint") -> Dict[str, "torch.Tensor"]:

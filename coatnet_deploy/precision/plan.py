@@ -31,6 +31,7 @@ R_SE = "squeeze-excite gate: float (1x1 map, scales every channel)"
 R_HEAD = "classifier head: kept float"
 R_USER = "excluded by user"
 R_OTHER = "not a quantized op type: float"
+R_ATTN = "attention MatMul (activation x activation): float for OpenVINO CPU"
 R_SENSITIVE = "sensitive layer: moved back to float"
 
 
@@ -61,6 +62,7 @@ class PrecisionPlan:
             "reasons": {n: self.reasons[n] for n in (*self.quantized_nodes, *self.float_nodes) if n in self.reasons},
             "counts": {"quantized": len(self.quantized_nodes), "float": len(self.float_nodes),
                        "excluded": len(self.excluded)},
+            "op_types": dict(self.op_types),
         }
 
     def with_excluded(self, names: Iterable[str], reason: str = R_SENSITIVE) -> "PrecisionPlan":
@@ -199,12 +201,22 @@ def _head_nodes(g: _Graph) -> set[str]:
     return found
 
 
+def _activation_matmuls(g: _Graph) -> set[str]:
+    """MatMuls whose both inputs are activations (attention's Q.K^T and attn.V), not weights.
+
+    OpenVINO's CPU plugin lost most of the signal on these with per-tensor int8 on both sides
+    (seen on coatnet_tiny: cosine 0.80 where ONNX Runtime ran the same Q/DQ file at 0.9999).
+    """
+    return {n.name for n in g.nodes if n.op_type == "MatMul" and not any(i in g.constants for i in n.input)}
+
+
 def plan_from_onnx(
     onnx_model,
     exclude: Iterable[str] = (),
     *,
     keep_head_float: bool = False,
     keep_se_float: bool = True,
+    keep_attention_matmuls_float: bool = False,
 ) -> PrecisionPlan:
     """Classify every node of an FP32 ONNX graph (path or ModelProto) -> PrecisionPlan.
 
@@ -227,6 +239,7 @@ def plan_from_onnx(
         )
     gelu, se, relbias = _gelu_nodes(g), _se_nodes(g) if keep_se_float else set(), _relbias_adds(g)
     head = _head_nodes(g) if keep_head_float else set()
+    attn = _activation_matmuls(g) if keep_attention_matmuls_float else set()
 
     quantized, floats, excluded, reasons = [], [], [], {}
     for n in g.nodes:
@@ -238,6 +251,8 @@ def plan_from_onnx(
             why = R_SE
         elif n.name in head:
             why = R_HEAD
+        elif n.name in attn:
+            why = R_ATTN
         elif n.op_type in QUANTIZABLE_OPS:
             why = R_QUANT
         elif n.op_type == "LayerNormalization":

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Callable, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -69,21 +69,34 @@ def _ordered_samples(arrays: Iterable[np.ndarray], seed: int, limit: int | None)
     return batches
 
 
-def _reader(input_name: str, batches: list[np.ndarray]):
+def _reader(input_name: str, source: Callable[[], Iterator[np.ndarray]]):
+    """An ORT CalibrationDataReader over ``source()``; rewind starts a fresh pass."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):
         def __init__(self):
-            self._it: Iterator[np.ndarray] = iter(batches)
+            self._it: Iterator[np.ndarray] = iter(source())
 
         def get_next(self):
             b = next(self._it, None)
-            return None if b is None else {input_name: b}
+            return None if b is None else {input_name: np.ascontiguousarray(b, dtype=np.float32)}
 
         def rewind(self):
-            self._it = iter(batches)
+            self._it = iter(source())
 
     return _Reader()
+
+
+def _calibration_source(calibration_arrays, seed: int, limit: int | None) -> tuple[Callable[[], Iterator[np.ndarray]], int]:
+    """A replayable stream of (1,3,H,W) batches and its length.
+
+    A CalibrationSet (anything with ``batches()``) is streamed: images are decoded one at a time on
+    each pass, so a few hundred calibration images never sit in memory together.
+    """
+    if hasattr(calibration_arrays, "batches") and limit is None:
+        return (lambda: calibration_arrays.batches(1)), len(calibration_arrays)
+    batches = _ordered_samples(calibration_arrays, seed, limit)
+    return (lambda: iter(batches)), len(batches)
 
 
 def _rewire_stray_dq(model) -> int:
@@ -163,9 +176,14 @@ def qdq_from_onnx(
     *,
     max_samples: int | None = None,
     percentile: float = 99.999,
+    reduce_range: bool = False,
 ) -> QuantResult:
     """FP32 ONNX + calibration arrays ((3,H,W) or (N,3,H,W) float32) + plan -> INT8 Q/DQ ONNX.
 
+    ``reduce_range=True`` stores 7-bit weights (still int8, symmetric): CPUs without VNNI (AVX2,
+    like the project machines) saturate int16 partial sums with full-range int8 weights in both
+    ORT and OpenVINO (seen: OpenVINO cosine 0.964 -> 0.9998 on the tiny fixture). Keep False for
+    TensorRT and VNNI/AMX CPUs.
     Raises UserError for an unknown ``calibrate_method`` or empty calibration data, and
     RuntimeError if the written graph breaks a rule of ``check_qdq_rules`` (a bug, not user input).
     """
@@ -181,8 +199,8 @@ def qdq_from_onnx(
     if calibrate_method not in methods:
         raise UserError(f"unknown calibration method {calibrate_method!r}",
                         f"choose one of {', '.join(CALIBRATE_METHODS)}")
-    batches = _ordered_samples(calibration_arrays, seed, max_samples)
-    if not batches:
+    source, n_batches = _calibration_source(calibration_arrays, seed, max_samples)
+    if not n_batches:
         raise UserError("no calibration data", "INT8 needs representative images to set activation ranges",
                         "pass --calibration DIR with a few hundred images of the target domain")
     np.random.seed(seed)  # the histogram calibrators draw nothing at random today; pin it anyway
@@ -214,13 +232,16 @@ def qdq_from_onnx(
             "DedicatedQDQPair": True,
             "ForceQuantizeNoInputCheck": False,
             "CalibPercentile": percentile,
+            # Not "CalibMaxIntermediateOutputs": in ORT 1.32 it discards collected batches instead of
+            # folding them into the ranges. MinMax keeps only per-tensor ReduceMin/ReduceMax outputs,
+            # so memory stays small; the images themselves are streamed by the reader.
         }
         quantize_static(
-            str(prep), str(out_path), _reader(input_name, batches),
+            str(prep), str(out_path), _reader(input_name, source),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZABLE_OPS),
             per_channel=True,
-            reduce_range=False,
+            reduce_range=reduce_range,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_quantize=list(plan.quantized_nodes),
@@ -238,7 +259,7 @@ def qdq_from_onnx(
         raise RuntimeError("Q/DQ graph breaks TensorRT's rules:\n  " + "\n  ".join(violations[:20]))
     quantized = _quantized_consumers(qmodel)
     return QuantResult(
-        path=out_path, plan=plan, calibrate_method=calibrate_method, calibration_samples=len(batches),
+        path=out_path, plan=plan, calibrate_method=calibrate_method, calibration_samples=n_batches,
         seed=seed, quantized_nodes=quantized, scales_sha256=_scales_digest(out_path),
         seconds=time.perf_counter() - t0, notes=notes,
     )

@@ -1,0 +1,50 @@
+"""coatnet-deploy matrix: one model to every target x precision that runs here, checked and timed."""
+
+from __future__ import annotations
+
+import click
+
+from coatnet_deploy.cli import cli
+from coatnet_deploy.cli.common import emit_json, json_option
+
+
+def _list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@cli.command("matrix")
+@click.option("--config", "config_file", type=str, help="Matrix YAML (e.g. export_configs/matrix.yaml); flags override it.")
+@click.option("--model", type=str, help="Variant from `coatnet-deploy models` (default coatnet_0_rw_224).")
+@click.option("--weights", type=str, help=".safetensors or torch checkpoint; default seeded random init.")
+@click.option("--num-classes", type=int, help="Head size (inferred from --weights).")
+@click.option("--image-size", type=int, help="Square input size (default: the variant's).")
+@click.option("--targets", type=str, help="Comma-separated subset of onnx,onnxruntime,openvino,tensorrt (default all).")
+@click.option("--precisions", type=str, help="Comma-separated subset of fp32,fp16,int8 (default all).")
+@click.option("--eval-images", type=str, help="ImageFolder tree: adds each cell's top-1 accuracy drop.")
+@click.option("--output", type=str, help="Directory for OUTPUT/<target>-<precision>/ and matrix.json/md (default bundles/matrix-<model>).")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime and the reference.")
+@click.option("--iterations", type=click.IntRange(min=1), help="Measured iterations per engine and batch (default 10).")
+@json_option
+def matrix_cmd(config_file, iterations, as_json, **flags):
+    """Export one model to every target x precision that can run here, then time each engine
+    interleaved with the PyTorch reference (p50 at batch 1, images/s at batch 8).
+
+    One failing cell does not stop the others; its row says why. Writes OUTPUT/matrix.json and
+    OUTPUT/matrix.md with the same table. Exit 0 when every available cell passed its parity gates,
+    2 when a gate failed, 1 when a cell errored.
+    """
+    from coatnet_deploy.matrix import format_matrix, make_matrix_config, run_matrix
+    from coatnet_deploy.progress import ProgressLine
+
+    flags["targets"], flags["precisions"] = _list(flags["targets"]), _list(flags["precisions"])
+    cfg = make_matrix_config(config_file, flags)
+    if iterations is not None:
+        cfg.bench = {**cfg.bench, "min_iters": iterations}
+    with ProgressLine(quiet=as_json) as progress:
+        result = run_matrix(cfg, progress=progress)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo(format_matrix(result))
+        click.echo(f"wrote {result.output / 'matrix.json'} and {result.output / 'matrix.md'}")
+    return result.exit_code

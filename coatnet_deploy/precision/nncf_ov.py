@@ -1,0 +1,153 @@
+"""OpenVINO INT8, two ways: NNCF post-training quantization of the FP32 model, or OpenVINO reading
+the shared Q/DQ ONNX. The pipeline measures both against the reference and keeps the better.
+
+Preset: MIXED (symmetric weights, asymmetric activations). TensorRT's symmetric-activation rule
+does not bind OpenVINO, and CoAtNet's post-GELU / post-SiLU / post-Softmax activations are
+one-sided, so an asymmetric range spends all 256 levels on values that occur instead of wasting
+half of them on negatives that never come (PERFORMANCE = symmetric activations). It is also what
+NNCF picks by default for ModelType.TRANSFORMER.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from coatnet_deploy.precision.plan import PrecisionPlan, load_named
+
+
+def _ov_model(fp32_onnx_or_ov_model):
+    import onnx
+    import openvino as ov
+
+    if isinstance(fp32_onnx_or_ov_model, ov.Model):
+        return fp32_onnx_or_ov_model
+    model = load_named(fp32_onnx_or_ov_model)  # the same node names the plan was computed on
+    with tempfile.TemporaryDirectory(prefix="nncf_") as tmp:
+        path = Path(tmp) / "named.onnx"
+        onnx.save(model, str(path))
+        return ov.convert_model(str(path))
+
+
+def ov_names_for(ov_model, onnx_node_names: Iterable[str]) -> list[str]:
+    """OpenVINO op names that came from the given ONNX nodes.
+
+    OpenVINO's ONNX frontend names the op after the ONNX node and its helpers after it with a
+    suffix ("/stem/Conv" and "/stem/Conv/WithoutBiases"); Gemm and LayerNormalization also spawn
+    a few unnamed ops, which NNCF's own TRANSFORMER patterns keep in float anyway.
+    """
+    wanted = set(onnx_node_names)
+    out = []
+    for op in ov_model.get_ordered_ops():
+        name = op.get_friendly_name()
+        if name in wanted or name.rsplit("/", 1)[0] in wanted:
+            out.append(name)
+    return out
+
+
+def _subset(arrays: Iterable[np.ndarray], subset_size: int, seed: int) -> list[np.ndarray]:
+    from coatnet_deploy.precision.qdq import _ordered_samples
+
+    return _ordered_samples(arrays, seed, subset_size)
+
+
+def nncf_int8_ir(
+    fp32_onnx_or_ov_model,
+    out_dir,
+    calibration_arrays: Iterable[np.ndarray],
+    plan: PrecisionPlan,
+    subset_size: int = 300,
+    seed: int = 0,
+    *,
+    preset: str = "mixed",
+    fast_bias_correction: bool = True,
+    overflow_fix: str = "enable",
+) -> tuple[Path, Path]:
+    """FP32 ONNX path (or ov.Model) + calibration arrays + plan -> (model.xml, model.bin) in out_dir.
+
+    The plan's float nodes and excluded Conv/MatMul/Gemm go to NNCF's ignored scope (mapped to
+    OpenVINO op names); NNCF quantizes the rest with TRANSFORMER rules. Calibration uses at most
+    ``subset_size`` arrays, picked by ``seed``. ``overflow_fix`` "enable" stores 7-bit weights in
+    every layer: CPUs without VNNI (AVX2 only, like the project machines) saturate int16
+    partial sums with full-range int8 weights (seen here: cosine 0.962 with NNCF's default
+    "first_layer_only"); "first_layer_only" is the better choice on VNNI/AMX CPUs.
+    """
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    from coatnet_deploy.errors import UserError
+
+    presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+    fixes = {"enable": OverflowFix.ENABLE, "first_layer_only": OverflowFix.FIRST_LAYER,
+             "disable": OverflowFix.DISABLE}
+    if overflow_fix not in fixes:
+        raise UserError(f"unknown overflow_fix {overflow_fix!r}", "choose enable, first_layer_only or disable")
+    if preset not in presets:
+        raise UserError(f"unknown NNCF preset {preset!r}", "choose mixed or performance")
+    batches = _subset(calibration_arrays, subset_size, seed)
+    if not batches:
+        raise UserError("no calibration data", "INT8 needs representative images",
+                        "pass --calibration DIR with images of the target domain")
+    model = _ov_model(fp32_onnx_or_ov_model)
+    ignored = ov_names_for(model, plan.float_nodes)
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(batches),
+        model_type=nncf.ModelType.TRANSFORMER,
+        preset=presets[preset],
+        subset_size=len(batches),
+        fast_bias_correction=fast_bias_correction,
+        # validate=False: a plan node may have been folded away by the frontend (e.g. a Shape)
+        ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fixes[overflow_fix]),
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    xml = out_dir / "model.xml"
+    # fp32 storage for what stays float: fp16 weight compression would add its own error to the
+    # float layers the plan protects
+    ov.save_model(quantized, str(xml), compress_to_fp16=False)
+    return xml, xml.with_suffix(".bin")
+
+
+def qdq_ir(qdq_onnx, out_dir) -> tuple[Path, Path]:
+    """Q/DQ ONNX -> (model.xml, model.bin): OpenVINO turns the Q/DQ pairs into FakeQuantize/INT8."""
+    import openvino as ov
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    xml = out_dir / "model.xml"
+    ov.save_model(ov.convert_model(str(qdq_onnx)), str(xml), compress_to_fp16=False)
+    return xml, xml.with_suffix(".bin")
+
+
+def int8_ops(xml_or_model) -> dict[str, int]:
+    """Count of FakeQuantize nodes and of the op types they feed (what actually runs INT8)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml_or_model)) if not isinstance(xml_or_model, ov.Model) else xml_or_model
+    counts: dict[str, int] = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        counts["FakeQuantize"] = counts.get("FakeQuantize", 0) + 1
+        for target in op.output(0).get_target_inputs():
+            t = target.get_node().get_type_name()
+            counts[t] = counts.get(t, 0) + 1
+    return counts
+
+
+def pick_better(scores: Mapping[str, float], prefer: str = "qdq") -> str:
+    """{candidate name: parity score, higher is better (e.g. min cosine)} -> the name to keep.
+
+    Ties (within 1e-6) go to ``prefer``: the Q/DQ ONNX is the one artifact every target shares.
+    """
+    if not scores:
+        raise ValueError("pick_better needs at least one candidate")
+    best = max(scores.values())
+    close = [k for k, v in scores.items() if best - v <= 1e-6]
+    return prefer if prefer in close else sorted(close)[0]

@@ -19,6 +19,7 @@ test-slow:
 
 bench:
 	$(BIN)/python benchmarks/bench_export.py
+	$(BIN)/python benchmarks/bench_engines.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

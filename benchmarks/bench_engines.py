@@ -161,6 +161,9 @@ def plain_onnx(model_name: str, image_size: int, seed: int, path: Path) -> None:
 
     model = build_model(model_name, image_size=image_size, seed=seed)
     x = torch.randn(1, 3, image_size, image_size)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter is the plain path on purpose
     torch.onnx.export(model, (x,), str(path), opset_version=17, input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
 
@@ -217,7 +220,7 @@ def main() -> int:
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="1,8", help="two sizes: latency batch, throughput batch")
-    ap.add_argument("--targets", default="onnxruntime,openvino,tensorrt")
+    ap.add_argument("--targets", default="onnx,onnxruntime,openvino,tensorrt")
     ap.add_argument("--precisions", default="fp32,fp16,int8")
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--min-time", type=float, default=2.0)
@@ -318,7 +321,7 @@ def main() -> int:
         r1, r8 = lat.get(name), thr.get(name)
         int8 = name.endswith("int8")
         f8 = floor8_int8 if int8 and floor8_int8 else floor8
-        rows.append([name, e["status"] if not e.get("error") else f"{e['status']}: {e['error'][:60]}",
+        rows.append([name, e["status"] if not e.get("error") else f"{e['status']}: {e['error'][:40]}",
                      str(e.get("export_s", "-")), str(e.get("peak_rss_mb", "-")),
                      f"{r1.p50_ms:.2f}" if r1 else "-", f"{r1.cv:.2f}" if r1 else "-",
                      f"{r1.p50_ms / ort1.p50_ms:.2f}x" if r1 else "-", f"{r8.throughput_ips:.1f}" if r8 else "-",

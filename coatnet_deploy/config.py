@@ -157,7 +157,7 @@ def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
         if key not in FIELDS:
             close = [k for k in FIELDS if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(FIELDS)}"
-            raise UserError(f"{source}: unknown key '{key}'", hint, "remove or rename it")
+            raise UserError(f"{source}: unknown key {key!r}", hint, "remove or rename it")
         types, _ = FIELDS[key]
         # bool is an int subclass: 'opset: true' must not pass as an integer.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
@@ -168,7 +168,7 @@ def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise UserError(f"{source}: key '{key}' is {value}", "it cannot be negative", "fix the value")
     for key, value in (values.get("tensorrt") or {}).items():
         if key not in TENSORRT_TYPES:
-            raise UserError(f"{source}: unknown key 'tensorrt.{key}'", f"valid keys: {', '.join(TENSORRT_TYPES)}", "remove or rename it")
+            raise UserError(f"{source}: unknown key {'tensorrt.' + str(key)!r}", f"valid keys: {', '.join(TENSORRT_TYPES)}", "remove or rename it")
         if not isinstance(value, TENSORRT_TYPES[key]):
             raise UserError(f"{source}: key 'tensorrt.{key}' must be {_type_name(TENSORRT_TYPES[key])}", f"got {value!r}", "fix the value")
     gates = values.get("gates") or {}
@@ -183,9 +183,9 @@ def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
     for k, v in flat.items():
         name = str(k).split(".")[-1]
         if name not in GATE_KEYS:
-            raise UserError(f"{source}: unknown gate '{k}'", f"valid gates: {', '.join(GATE_KEYS)}", "remove or rename it")
+            raise UserError(f"{source}: unknown gate {str(k)!r}", f"valid gates: {', '.join(GATE_KEYS)}", "remove or rename it")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise UserError(f"{source}: gate '{k}' must be a number", f"got {v!r}", "fix the value")
+            raise UserError(f"{source}: gate {str(k)!r} must be a number", f"got {v!r}", "fix the value")
     if "batch" in values:
         parse_batch(values["batch"])
     return values

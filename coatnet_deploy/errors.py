@@ -18,7 +18,8 @@ class UserError(Exception):
         if why:
             parts.append(why.rstrip("."))
         if fix:
-            parts.append(fix.rstrip("."))
+            fix = fix.rstrip(".")
+            parts.append(fix[:1].upper() + fix[1:])
         super().__init__(": ".join(parts[:2]) + (f". {parts[2]}" if len(parts) > 2 else "") + ".")
 
 

@@ -60,6 +60,7 @@ class _Ctx:
     report: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     calibration: Any = None
     plan: Any = None
@@ -83,10 +84,13 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
     if cfg.target == "tensorrt":
         _trt_settings(cfg, batch, cfg.image_size or 224, Path("."))  # refuse bad tensorrt settings before any work
     output = cfg.output or cfg.default_output()
+    pre = _preflight(cfg)
     writer = BundleWriter(output)
     with writer, tempfile.TemporaryDirectory(prefix="coatnet-deploy-") as tmp:
-        ctx = _Ctx(cfg=cfg, work=Path(tmp), out=writer, say=say, batch=batch)
+        ctx = _Ctx(cfg=cfg, work=Path(tmp), out=writer, say=say, batch=batch, calibration=pre.get("calibration"))
         ctx.versions["coatnet-deploy"] = __version__
+        if ctx.calibration is not None:
+            _record_calibration(ctx, ctx.calibration)
         model, info = _step(ctx, "reference model", _build_reference_model)
         _step(ctx, "golden inputs", _golden, model, info)
         _step(ctx, "reference outputs", _reference_outputs, model)
@@ -107,14 +111,64 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
     return ExportResult(bundle=path, status=status, report=ctx.report, manifest=ctx.manifest)
 
 
+def _preflight(cfg: ExportConfig) -> dict[str, Any]:
+    """Refuse bad input before any heavy work or progress output: model, size, files, calibration."""
+    from coatnet_deploy.models import model_info, validate_image_size
+
+    info = model_info(cfg.model)
+    image_size = validate_image_size(cfg.image_size or info.default_image_size)
+    for key, kind in (("weights", "file"), ("labels", "file"), ("images", "dir"), ("eval_images", "dir")):
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        p = Path(value)
+        ok = p.is_file() if kind == "file" else p.is_dir()
+        if not ok:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag} '{value}' not found", f"it must name an existing {'file' if kind == 'file' else 'directory'}",
+                            f"check the path given to {flag}")
+    out: dict[str, Any] = {}
+    if cfg.precision == "int8":
+        from coatnet_deploy.calibration import CalibrationSet, default_calibration_dir
+
+        source = cfg.calibration or str(default_calibration_dir())
+        calib = CalibrationSet(source, _preprocess_cfg(info, image_size))
+        calib.select(cfg.calibration_samples or None, cfg.seed)
+        out["calibration"] = calib
+    return out
+
+
 def _step(ctx: _Ctx, name: str, fn, *args):
     ctx.say(f"[{name}] ...")
+    _reset_peak_rss()
     t0 = time.perf_counter()
     out = fn(ctx, *args)
     dt = time.perf_counter() - t0
     ctx.timings[name] = round(dt, 3)
-    ctx.say(f"[{name}] done in {dt:.1f}s")
+    peak = _peak_rss_mb()
+    if peak is not None:
+        ctx.peaks[name] = peak
+    ctx.say(f"[{name}] done in {dt:.1f}s" + (f", peak RSS {peak:.0f} MB" if peak is not None else ""))
     return out
+
+
+def _reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM, so each stage reports its own peak.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 # -- reference ------------------------------------------------------------------------------------
@@ -272,8 +326,7 @@ def _int8_graph(ctx: _Ctx, graph: Path, out: Path) -> None:
     from coatnet_deploy.precision.qdq import qdq_from_onnx
 
     cfg = ctx.cfg
-    calib = _calibration(ctx)
-    ctx.calibration = calib
+    calib = ctx.calibration
     plan = plan_from_onnx(graph, keep_attention_matmuls_float=cfg.target == "openvino")
     # Without VNNI, x86 int8 kernels add pairs of u8*s8 products in int16 and saturate with full-range
     # weights; 7-bit weights avoid that. TensorRT-bound graphs keep full range (GPUs don't saturate).
@@ -342,21 +395,12 @@ def _accuracy_budget(ctx: _Ctx, plan, ranking, quantize, out: Path):
                   "passed": bool(history[-1]["passed"]), "history": history, "excluded": list(plan.excluded)}
 
 
-def _calibration(ctx: _Ctx):
-    from coatnet_deploy.calibration import CalibrationSet, default_calibration_dir
-    from coatnet_deploy.models import model_info
-
-    cfg = ctx.cfg
-    source = cfg.calibration or str(default_calibration_dir())
-    pp = _preprocess_cfg(model_info(cfg.model), ctx.image_size)
-    calib = CalibrationSet(source, pp)
-    calib.select(cfg.calibration_samples, cfg.seed)
+def _record_calibration(ctx: _Ctx, calib) -> None:
     if calib.skipped:
         shown = "; ".join(f"{Path(p).name}: {why}" for p, why in calib.skipped[:5])
         ctx.say(f"[calibration] skipped {len(calib.skipped)} unreadable file(s): {shown}")
-    ctx.manifest["calibration"] = {"source": str(source), "samples": len(calib), "sha256": calib.sha256(),
-                                   "seed": cfg.seed, "method": cfg.calibrate_method, "skipped": [str(p) for p, _ in calib.skipped]}
-    return calib
+    ctx.manifest["calibration"] = {"source": str(calib.source), "samples": len(calib), "sha256": calib.sha256(),
+                                   "seed": ctx.cfg.seed, "method": ctx.cfg.calibrate_method, "skipped": [str(p) for p, _ in calib.skipped]}
 
 
 # -- engines --------------------------------------------------------------------------------------
@@ -407,6 +451,7 @@ def _openvino_engine(ctx: _Ctx, graph: Path, precision_onnx: Path):
         ir_from_onnx(str(graph), str(ctx.out.dir), compress_to_fp16=True)
         hint = "f16"
         ctx.manifest["engine"] = {"runtime": "openvino", "files": ["model.xml", "model.bin"], "weights": "fp16", "inference_precision_hint": hint}
+        ctx.manifest["precision"] = {"kind": "OpenVINO IR with fp16 weights", "note": "compute precision is the runtime's: see engine.settings.inference_precision_effective"}
     else:
         hint = "f32"  # INT8 layers run in int8; the hint pins what stays float to f32, not bf16/f16
         method, candidates = _openvino_int8_ir(ctx, graph, precision_onnx)
@@ -601,6 +646,7 @@ def _write_bundle(ctx: _Ctx, status: str, final: ParityResult, info) -> None:
         "parity": final.to_dict(),
         "stages": ctx.stages,
         "stage_times_s": ctx.timings,
+        "stage_peak_rss_mb": ctx.peaks,
         "environment": environment(ctx.versions, cfg.threads),
         "created": utc_now(),
     })

@@ -78,3 +78,27 @@ class ProgressLine:
             self.say(f"{label}{message}", force=True)
 
         return progress
+
+
+class stdout_to_stderr:
+    """Send everything written to stdout (Python and C level, e.g. NNCF's logger and progress bars)
+    to stderr for the duration, so stdout carries only the command's result (``--json``, the table)."""
+
+    def __enter__(self) -> "stdout_to_stderr":
+        import contextlib
+        import os
+
+        sys.stdout.flush()
+        self._saved_fd = os.dup(1)
+        os.dup2(2, 1)
+        self._redirect = contextlib.redirect_stdout(sys.stderr)
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import os
+
+        self._redirect.__exit__(*exc)
+        sys.stdout.flush()
+        os.dup2(self._saved_fd, 1)
+        os.close(self._saved_fd)

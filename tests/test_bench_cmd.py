@@ -142,3 +142,18 @@ def test_progress_quiet_when_not_a_terminal(capsys):
     shown.done()
     assert "b1: engine: measure 3" in s.getvalue() and s.getvalue().endswith("\r")
     assert not ProgressLine(enabled=True, quiet=True).enabled  # --json wins
+
+
+def test_stdout_to_stderr_moves_python_and_c_level_writes(capfd):
+    import os
+
+    from coatnet_deploy.progress import stdout_to_stderr
+
+    print("before")
+    with stdout_to_stderr():
+        print("python-level chatter")
+        os.write(1, b"fd-level chatter\n")  # what a C extension or an early-bound log handler writes
+    print("after")
+    out, err = capfd.readouterr()
+    assert out == "before\nafter\n"
+    assert "python-level chatter" in err and "fd-level chatter" in err

@@ -69,8 +69,8 @@ def test_bundle_reads_back(bundles, case):
     stages = [s["stage"] for s in report["stages"]]
     assert stages[:2] == ["onnx", "simplified"]
     assert stages[-1] == "engine"
-    if precision != "fp32":
-        assert "quantized" in stages
+    if precision == "int8" or (precision == "fp16" and target != "openvino"):
+        assert "quantized" in stages  # OpenVINO fp16 is an IR property: no separate graph to check
     assert report["reference"]["framework"] == "torch"
 
 

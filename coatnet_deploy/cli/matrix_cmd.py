@@ -34,13 +34,14 @@ def matrix_cmd(config_file, iterations, as_json, **flags):
     2 when a gate failed, 1 when a cell errored.
     """
     from coatnet_deploy.matrix import format_matrix, make_matrix_config, run_matrix
-    from coatnet_deploy.progress import ProgressLine
+    from coatnet_deploy.progress import ProgressLine, stdout_to_stderr
 
     flags["targets"], flags["precisions"] = _list(flags["targets"]), _list(flags["precisions"])
     cfg = make_matrix_config(config_file, flags)
     if iterations is not None:
         cfg.bench = {**cfg.bench, "min_iters": iterations}
-    with ProgressLine(quiet=as_json) as progress:
+    # exporters (NNCF) log to stdout; stdout is for the table / JSON only
+    with ProgressLine(quiet=as_json) as progress, stdout_to_stderr():
         result = run_matrix(cfg, progress=progress)
     if as_json:
         emit_json(result.to_dict())

@@ -309,7 +309,7 @@ def _fp16_graph(ctx: _Ctx, graph: Path, out: Path) -> None:
     ctx.report["precision_plan"] = {"kind": "fp16", "low_precision": "float16", "low_precision_nodes": low, "float_nodes": kept,
                                     "kept_float32_ops": list(DEFAULT_KEEP_FLOAT32_OPS), "casts": casts,
                                     "counts": {"float16": len(low), "float32": len(kept), "cast": casts}}
-    ctx.manifest["precision"] = {"kind": "fp16 graph", "kept_float32_ops": list(DEFAULT_KEEP_FLOAT32_OPS), "io": "float32"}
+    ctx.manifest["precision_details"] = {"kind": "fp16 graph", "kept_float32_ops": list(DEFAULT_KEEP_FLOAT32_OPS), "io": "float32"}
 
 
 def cpu_has_vnni() -> bool:
@@ -350,9 +350,9 @@ def _int8_graph(ctx: _Ctx, graph: Path, out: Path) -> None:
         res = quantize(plan)
     ctx.plan = plan
     ctx.report["precision_plan"] = {"kind": "int8", **plan.to_dict(), "reduce_range": reduce_range}
-    ctx.manifest["precision"] = {"kind": "int8 Q/DQ", **res.to_dict(), "reduce_range": reduce_range,
+    ctx.manifest["precision_details"] = {"kind": "int8 Q/DQ", **res.to_dict(), "reduce_range": reduce_range,
                                  "rules": "int8 symmetric, zero point 0, per-channel weights, per-tensor activations, Conv/MatMul/Gemm inputs only"}
-    ctx.manifest["precision"].pop("path", None)
+    ctx.manifest["precision_details"].pop("path", None)
     if budget is not None:
         ctx.report["accuracy_budget"] = budget
 
@@ -451,7 +451,7 @@ def _openvino_engine(ctx: _Ctx, graph: Path, precision_onnx: Path):
         ir_from_onnx(str(graph), str(ctx.out.dir), compress_to_fp16=True)
         hint = "f16"
         ctx.manifest["engine"] = {"runtime": "openvino", "files": ["model.xml", "model.bin"], "weights": "fp16", "inference_precision_hint": hint}
-        ctx.manifest["precision"] = {"kind": "OpenVINO IR with fp16 weights", "note": "compute precision is the runtime's: see engine.settings.inference_precision_effective"}
+        ctx.manifest["precision_details"] = {"kind": "OpenVINO IR with fp16 weights", "note": "compute precision is the runtime's: see engine.settings.inference_precision_effective"}
     else:
         hint = "f32"  # INT8 layers run in int8; the hint pins what stays float to f32, not bf16/f16
         method, candidates = _openvino_int8_ir(ctx, graph, precision_onnx)
@@ -696,7 +696,7 @@ def environment(versions: dict[str, str], threads: int | None) -> dict[str, Any]
     except OSError:
         pass
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "threads": threads, "versions": dict(versions), "gpu": _gpu_name()}
+            "threads": threads, "versions": {k: v for k, v in versions.items() if k != "python"}, "gpu": _gpu_name()}
 
 
 def _gpu_name() -> str | None:

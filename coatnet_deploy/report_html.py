@@ -15,6 +15,8 @@ import math
 from typing import Any
 
 from coatnet_deploy.report_md import (
+    engine_rows,
+    int8_candidate_rows,
     LATENCY_COLUMNS,
     STAGE_COLUMNS,
     input_text,
@@ -502,6 +504,24 @@ def _accuracy(report: dict) -> str:
     return "".join(out)
 
 
+def _engine(report: dict, manifest: dict) -> str:
+    rows = engine_rows(manifest)
+    if not rows:
+        return ""
+    body = [f"<tr>{_td(k)}{_td(v, 'mono')}</tr>" for k, v in rows]
+    out = f'<section id="engine"><h2>Engine</h2>{_table(["", "value"], body)}'
+    cands = int8_candidate_rows(report)
+    if cands:
+        chosen = (manifest.get("engine") or {}).get("int8_method")
+        crow = [f"<tr>{_td(m)}{_num(f'openvino_int8_candidates.{m}.cosine_min', c.get('cosine_min'))}"
+                f"{_num(f'openvino_int8_candidates.{m}.max_abs_err', c.get('max_abs_err'))}"
+                f"{_num(f'openvino_int8_candidates.{m}.top1_agreement', c.get('top1_agreement'))}"
+                f"{_td('pass' if c.get('passed') else 'fail')}{_td('kept' if m == chosen else '')}</tr>" for m, c in cands]
+        out += ("<p>OpenVINO INT8 was built two ways; the one closer to the reference is kept.</p>"
+                + _table(["method", "cosine_min", "max_abs_err", "top1", "gates", ""], crow, {1, 2, 3}))
+    return out + "</section>"
+
+
 def _environment(report: dict, manifest: dict) -> str:
     rows = environment_rows(report, manifest)
     if not rows:
@@ -534,7 +554,8 @@ def render_html(report: dict, manifest: dict) -> str:
     title = f"{model} {report.get('target', '')} {report.get('precision', '')} — {report.get('status', '')}"
     parts = [
         _header(report, manifest), _gates(report), _stages(report), _latency(report), _precision(report),
-        _sensitivity(report), _accuracy(report), _environment(report, manifest), _artifacts(report, manifest),
+        _sensitivity(report), _accuracy(report), _engine(report, manifest), _environment(report, manifest),
+        _artifacts(report, manifest),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)}</title><style>{_CSS}</style></head>"

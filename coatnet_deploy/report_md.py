@@ -333,6 +333,7 @@ def render_markdown(report: dict, manifest: dict) -> str:
     lines += _precision_md(report)
     lines += _sensitivity_md(report)
     lines += _accuracy_md(report)
+    lines += _engine_md(report, manifest)
     lines += _environment_md(report, manifest)
     lines += _artifacts_md(report, manifest)
     return "\n".join(lines).rstrip() + "\n"
@@ -476,8 +477,46 @@ def environment_rows(report: dict, manifest: dict) -> list[tuple[str, str]]:
         rows.append(("gpu", "none"))
     versions = dict(manifest.get("versions") or {})
     versions.update(env.get("versions") or {})
+    if env.get("python"):
+        versions.pop("python", None)  # already the first row
     rows += [(name, str(ver)) for name, ver in sorted(versions.items())]
     return rows
+
+
+ENGINE_KEYS = ("runtime", "version", "device_name", "performance_hint", "threads", "inference_num_threads", "num_streams",
+               "inference_precision_requested", "inference_precision_effective", "optimization", "providers",
+               "int8_method", "deferred", "tensorrt_version", "gpu_name", "compute_capability")
+
+
+def engine_rows(manifest: dict) -> list[tuple[str, str]]:
+    """What ran the engine, with every setting that changes speed or numerics."""
+    eng = manifest.get("engine") or {}
+    merged = {**eng, **(eng.get("settings") or {})}
+    rows = [(k, str(merged[k])) for k in ENGINE_KEYS if merged.get(k) not in (None, "", [])]
+    totals = merged.get("execution_precision_totals")
+    if totals:
+        rows.append(("execution precisions", ", ".join(f"{k}: {v}" for k, v in sorted(totals.items()))))
+    return rows
+
+
+def int8_candidate_rows(report: dict) -> list[tuple[str, dict]]:
+    return sorted((report.get("openvino_int8_candidates") or {}).items())
+
+
+def _engine_md(report: dict, manifest: dict) -> list[str]:
+    rows = engine_rows(manifest)
+    if not rows:
+        return []
+    lines = ["## Engine", ""] + _table(["", "value"], [list(r) for r in rows]) + [""]
+    cands = int8_candidate_rows(report)
+    if cands:
+        chosen = (manifest.get("engine") or {}).get("int8_method")
+        lines += ["OpenVINO INT8 candidates (the closer one is kept):", ""]
+        lines += _table(["method", "cosine_min", "max_abs_err", "top1", "gates", "kept"],
+                        [[m, fmt_num(c.get("cosine_min")), fmt_num(c.get("max_abs_err")), fmt_num(c.get("top1_agreement")),
+                          "pass" if c.get("passed") else "fail", "yes" if m == chosen else ""] for m, c in cands])
+        lines.append("")
+    return lines
 
 
 def _environment_md(report: dict, manifest: dict) -> list[str]:

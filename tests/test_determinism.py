@@ -1,7 +1,6 @@
 """The same export twice gives the same bytes: model.onnx, golden inputs and reference outputs.
 
-INT8 (same calibration set and seed -> same scales) is checked when the INT8 path exists; it is
-behind ``slow`` because it runs two INT8 exports.
+INT8: the same calibration set and seed give the same scales and the same Q/DQ file.
 """
 
 from __future__ import annotations
@@ -32,12 +31,6 @@ def test_fp32_export_twice_is_byte_identical(tmp_path):
     assert m1["model"] == m2["model"] and m1["preprocess"] == m2["preprocess"]
 
 
-def _int8_available() -> bool:
-    from coatnet_deploy import precision
-
-    return hasattr(precision, "int8_qdq_onnx")
-
-
 def _scales(model_path: Path) -> dict[str, np.ndarray]:
     import onnx
     from onnx import numpy_helper
@@ -51,10 +44,7 @@ def _scales(model_path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.slow
 def test_int8_same_calibration_and_seed_gives_same_scales(tmp_path):
-    if not _int8_available():
-        pytest.skip("the INT8 path (precision.int8_qdq_onnx) is not integrated yet")
     calib = str(REPO / "calibration")
     kw = dict(precision="int8", calibration=str(calib), calibration_samples=8, target="onnx")
     a = export_tiny(tmp_path / "a", **kw)

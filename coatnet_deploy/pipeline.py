@@ -64,6 +64,7 @@ class _Ctx:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     calibration: Any = None
     plan: Any = None
+    model: Any = None
     parity: dict[str, ParityResult] = field(default_factory=dict)
 
 
@@ -81,10 +82,8 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
     say = progress or _quiet
     cell = capabilities.require(cfg.target, cfg.precision, cfg.defer_build)
     batch = cfg.batch_range()
-    if cfg.target == "tensorrt":
-        _trt_settings(cfg, batch, cfg.image_size or 224, Path("."))  # refuse bad tensorrt settings before any work
     output = cfg.output or cfg.default_output()
-    pre = _preflight(cfg)
+    pre = _preflight(cfg, batch)
     writer = BundleWriter(output)
     with writer, tempfile.TemporaryDirectory(prefix="coatnet-deploy-") as tmp:
         ctx = _Ctx(cfg=cfg, work=Path(tmp), out=writer, say=say, batch=batch, calibration=pre.get("calibration"))
@@ -96,7 +95,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
         _step(ctx, "reference outputs", _reference_outputs, model)
         fp32_onnx = _step(ctx, "ONNX export", _onnx, model, info)
         graph = _step(ctx, "simplify", _simplify, fp32_onnx)
-        del model  # the torch model is not needed past the graph; frees memory for the engine
+        ctx.model = model  # the reference runs again for latency and dataset accuracy
         precision_onnx = _step(ctx, "precision", _precision, graph)
         engine_runner_factory = _step(ctx, f"{cfg.target} engine", _engine, graph, precision_onnx, cell)
         final = _step(ctx, "parity", _final_parity)
@@ -111,12 +110,14 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
     return ExportResult(bundle=path, status=status, report=ctx.report, manifest=ctx.manifest)
 
 
-def _preflight(cfg: ExportConfig) -> dict[str, Any]:
+def _preflight(cfg: ExportConfig, batch: tuple[int, int, int]) -> dict[str, Any]:
     """Refuse bad input before any heavy work or progress output: model, size, files, calibration."""
     from coatnet_deploy.models import model_info, validate_image_size
 
     info = model_info(cfg.model)
     image_size = validate_image_size(cfg.image_size or info.default_image_size)
+    if cfg.target == "tensorrt":
+        _trt_settings(cfg, batch, image_size, Path("."))
     for key, kind in (("weights", "file"), ("labels", "file"), ("images", "dir"), ("eval_images", "dir")):
         value = getattr(cfg, key)
         if value is None:
@@ -564,15 +565,13 @@ def _final_parity(ctx: _Ctx) -> ParityResult:
 def _latency(ctx: _Ctx, factory, info) -> None:
     from coatnet_deploy.backends.torch_ref import TorchRunner
     from coatnet_deploy.bench import BenchConfig, compare_interleaved
-    from coatnet_deploy.models import build_model
 
     cfg = ctx.cfg
     b = ctx.batch[1]
     x = np.resize(ctx.golden, (b,) + ctx.golden.shape[1:]).astype(np.float32)
     bcfg = BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=cfg.bench_iterations, min_time_s=0.0, max_time_s=max(30.0, cfg.bench_iterations * 2.0))
-    model = build_model(cfg.model, num_classes=ctx.ref_logits.shape[1], image_size=ctx.image_size, weights=cfg.weights, seed=cfg.seed)
     device = ctx.report["reference"]["device"]
-    runners = {"engine": factory(), "reference": TorchRunner(model, device=device, dtype="fp32", threads=cfg.threads)}
+    runners = {"engine": factory(), "reference": TorchRunner(ctx.model, device=device, dtype="fp32", threads=cfg.threads)}
     try:
         for r in runners.values():
             r.activate()
@@ -590,14 +589,12 @@ def _accuracy(ctx: _Ctx, factory, info, final: ParityResult) -> None:
     from coatnet_deploy.backends.torch_ref import TorchRunner
     from coatnet_deploy.calibration import EvalSet
     from coatnet_deploy.compare import accuracy
-    from coatnet_deploy.models import build_model
 
     cfg = ctx.cfg
     labels = _labels(cfg, ctx.ref_logits.shape[1])
     evalset = EvalSet(cfg.eval_images, _preprocess_cfg(info, ctx.image_size), labels=labels)
-    model = build_model(cfg.model, num_classes=ctx.ref_logits.shape[1], image_size=ctx.image_size, weights=cfg.weights, seed=cfg.seed)
     ref_out, eng_out, ys = [], [], []
-    with TorchRunner(model, device=ctx.report["reference"]["device"], dtype="fp32", threads=cfg.threads) as ref, factory() as eng:
+    with TorchRunner(ctx.model, device=ctx.report["reference"]["device"], dtype="fp32", threads=cfg.threads) as ref, factory() as eng:
         for xb, yb in evalset.batches(ctx.batch[2]):
             ref_out.append(ref.infer(xb))
             eng_out.append(eng.infer(xb))

@@ -405,8 +405,6 @@ def _precision_md(report: dict) -> list[str]:
     plan = report.get("precision_plan")
     if not plan:
         return []
-    quant = plan.get("quantized_nodes") or []
-    flt = plan.get("float_nodes") or []
     excluded = plan.get("excluded") or []
     low = str(report.get("precision") or "low precision").upper()
     lines = ["## Precision plan", "", plan_summary(report), ""]

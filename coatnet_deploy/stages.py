@@ -81,8 +81,6 @@ def simplified_onnx(src: Path, dst: Path) -> dict[str, Any]:
     with a graph that is known good. The caller checks the simplified graph's outputs against the
     plain graph's (onnxsim's own check is not trusted alone).
     """
-    import shutil
-
     import onnx
 
     before = node_count(src)

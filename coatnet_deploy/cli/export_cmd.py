@@ -45,8 +45,11 @@ def export_cmd(config_file, as_json, **flags):
     from coatnet_deploy.config import make_config
     from coatnet_deploy.pipeline import export
 
+    from coatnet_deploy.progress import stdout_to_stderr
+
     cfg = make_config(config_file, flags)
-    result = export(cfg, progress=progress_printer(not as_json))
+    with stdout_to_stderr():  # NNCF and others print to stdout; it must hold only our result
+        result = export(cfg, progress=progress_printer(not as_json))
     rep = result.report
     if as_json:
         emit_json({"bundle": str(result.bundle), "status": result.status, "target": cfg.target, "precision": cfg.precision,

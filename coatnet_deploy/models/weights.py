@@ -12,7 +12,10 @@ import hashlib
 import os
 import pickle
 import re
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
+
+if TYPE_CHECKING:  # annotations only: torch is imported where weights are read
+    import torch
 
 from coatnet_deploy.errors import UserError
 

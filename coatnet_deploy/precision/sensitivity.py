@@ -51,7 +51,6 @@ def sensitivity(fp32_onnx, qdq_onnx, calibration_arrays: Iterable[np.ndarray]) -
     output in the full Q/DQ graph. Higher is better; ~20 dB and below is usually worth a look.
     """
     import onnx
-    import onnxruntime as ort
 
     from coatnet_deploy.precision.plan import load_named
     from coatnet_deploy.precision.qdq import _as_batches

@@ -152,7 +152,7 @@ def test_check_qdq_rules_rejects_ort_defaults(tiny, calib, tmp_path):
     from coatnet_deploy.precision.qdq import _as_batches, _reader, check_qdq_rules
 
     bad = tmp_path / "bad.onnx"
-    quantize_static(str(tiny), str(bad), _reader("input", _as_batches(calib[:2])), quant_format=QuantFormat.QDQ,
+    quantize_static(str(tiny), str(bad), _reader("input", lambda: iter(_as_batches(calib[:2]))), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     v = check_qdq_rules(bad)
     text = "\n".join(v)
@@ -283,13 +283,20 @@ def test_coatnet_tiny_plan_int8_fp16(tmp_path):
 
 
 @pytest.mark.skipif(not _models_ready(), reason="coatnet_deploy.models.build_model('coatnet_tiny') not available")
-@pytest.mark.xfail(strict=True, reason="open: OpenVINO 2026.4 runs coatnet_tiny's Q/DQ ONNX at cosine ~0.84 "
-                   "(ORT on the same file >= 0.98, NNCF IR fine); strict so it is noticed when fixed")
-def test_coatnet_tiny_qdq_in_openvino(tmp_path):
+def test_coatnet_tiny_qdq_in_openvino_needs_float_attention_matmuls(tmp_path):
+    """OpenVINO's CPU plugin loses the attention MatMuls (activation x activation) in int8 on this
+    CPU: the same Q/DQ file that ORT runs at >= 0.999 falls to ~0.8 in OpenVINO. Keeping those two
+    MatMuls float (what the pipeline does for the openvino target) brings it back."""
     from coatnet_deploy.models import build_model
     from coatnet_deploy.precision.qdq import qdq_from_onnx
 
     src = export_onnx(build_model("coatnet_tiny", image_size=SIZE), tmp_path / "ct.onnx", SIZE)
     x = np.concatenate(_images(4, offset=16))
-    q = qdq_from_onnx(src, tmp_path / "ct_int8.onnx", _images(16), plan_from_onnx(src), reduce_range=True)
-    assert _cos(_ort(src, x), _ov(q.path, x)) >= 0.98
+    ref = _ort(src, x)
+    full = qdq_from_onnx(src, tmp_path / "full.onnx", _images(16), plan_from_onnx(src), reduce_range=True)
+    kept = qdq_from_onnx(src, tmp_path / "kept.onnx", _images(16),
+                         plan_from_onnx(src, keep_attention_matmuls_float=True), reduce_range=True)
+    assert _cos(ref, _ort(full.path, x)) >= 0.99
+    assert _cos(ref, _ov(kept.path, x)) >= 0.99
+    # the runtime limitation itself: if this starts passing, OpenVINO fixed it and the rule can go
+    assert _cos(ref, _ov(full.path, x)) < 0.99

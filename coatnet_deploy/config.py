@@ -191,13 +191,13 @@ def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
     return values
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read and validate an export config YAML; returns the mapping of keys it sets."""
+def read_yaml_mapping(path: str | Path, example: str) -> dict[str, Any]:
+    """A YAML file that must hold one mapping -> that mapping (UserError naming the file otherwise)."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"config file '{path}' not found", "the path does not name a file", "pass an existing file, e.g. export_configs/onnxruntime-fp32.yaml")
+        raise UserError(f"config file '{path}' not found", "the path does not name a file", f"pass an existing file, e.g. {example}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -205,13 +205,18 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file '{path}' is not valid YAML", first, "fix the syntax") from None
     except RecursionError:
         # PyYAML parses recursively: thousands of nested brackets exhaust the stack.
-        raise UserError(f"config file '{path}' is nested too deeply", "an export config is a flat mapping with two small sections",
-                        "see export_configs/ for examples") from None
+        raise UserError(f"config file '{path}' is nested too deeply", "a config is a flat mapping with small sections",
+                        f"see {example}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UserError(f"config file '{path}' must be a mapping of keys to values", f"got a {type(data).__name__}", "see export_configs/ for examples")
-    return validate(data, str(path))
+        raise UserError(f"config file '{path}' must be a mapping of keys to values", f"got a {type(data).__name__}", f"see {example}")
+    return data
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read and validate an export config YAML; returns the mapping of keys it sets."""
+    return validate(read_yaml_mapping(path, "export_configs/onnxruntime-fp32.yaml"), str(path))
 
 
 def make_config(config_file: str | None, overrides: dict[str, Any]) -> ExportConfig:

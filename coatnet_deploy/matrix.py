@@ -23,7 +23,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -434,19 +434,9 @@ def _validate_matrix(values: dict[str, Any], source: str) -> dict[str, Any]:
 
 def load_matrix_config(path: str | Path) -> dict[str, Any]:
     """Read and validate a matrix YAML (export_configs/matrix.yaml) -> the keys it sets."""
-    import yaml
+    from coatnet_deploy.config import read_yaml_mapping
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file '{path}' not found", "the path does not name a file", "pass e.g. export_configs/matrix.yaml")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"config file '{path}' is not valid YAML", first, "fix the syntax") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file '{path}' must be a mapping of keys to values", f"got a {type(data).__name__}", "see export_configs/matrix.yaml")
-    return _validate_matrix(data, str(path))
+    return _validate_matrix(read_yaml_mapping(path, "export_configs/matrix.yaml"), str(path))
 
 
 def make_matrix_config(config_file: str | None, overrides: dict[str, Any]) -> MatrixConfig:

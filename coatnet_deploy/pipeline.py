@@ -471,6 +471,10 @@ def _openvino_int8_ir(ctx: _Ctx, graph: Path, qdq_onnx: Path) -> tuple[str, dict
     cfg = ctx.cfg
     methods = ["nncf", "qdq"] if cfg.int8_method == "auto" else [cfg.int8_method]
     candidates: dict[str, Any] = {}
+    # Choose on the real photographs when there are any: seeded noise tensors are far outside what a
+    # trained model sees, and the two methods trade accuracy there differently than on images.
+    real = np.array([n.startswith("image:") for n in ctx.golden_names])
+    pick = real if real.any() else np.ones(len(real), dtype=bool)
     for m in methods:
         d = ctx.work / f"ov-{m}"
         d.mkdir()
@@ -484,11 +488,15 @@ def _openvino_int8_ir(ctx: _Ctx, graph: Path, qdq_onnx: Path) -> tuple[str, dict
         with OpenVINORunner(str(xml), threads=cfg.threads, inference_precision="f32") as r:
             out = run_batched(r, ctx.golden, ctx.batch[2])
         res = compare(ctx.ref_logits, out, cfg.gate_thresholds())
+        on_pick = compare(ctx.ref_logits[pick], out[pick], cfg.gate_thresholds())
         candidates[m] = {"xml": str(xml), "cosine_min": res.cosine_min, "top1_agreement": res.top1_agreement,
-                         "max_abs_err": res.max_abs_err, "passed": res.passed, "int8_ops": int8_ops(str(xml))}
+                         "max_abs_err": res.max_abs_err, "passed": res.passed, "int8_ops": int8_ops(str(xml)),
+                         "chosen_on": "real images" if real.any() else "all golden inputs",
+                         "score": {"passed": on_pick.passed, "top1_agreement": on_pick.top1_agreement, "cosine_min": on_pick.cosine_min}}
         ctx.say(f"[openvino int8:{m}] {res.summary()}")
     # closer = passes the gates first, then higher top-1 agreement, then higher cosine
-    best = max(candidates, key=lambda k: (candidates[k]["passed"], candidates[k]["top1_agreement"], candidates[k]["cosine_min"], k == "qdq"))
+    best = max(candidates, key=lambda k: (candidates[k]["score"]["passed"], candidates[k]["score"]["top1_agreement"],
+                                          candidates[k]["score"]["cosine_min"], k == "qdq"))
     src = Path(candidates[best]["xml"])
     shutil.copyfile(src, ctx.out.path("model.xml"))
     shutil.copyfile(src.with_suffix(".bin"), ctx.out.path("model.bin"))

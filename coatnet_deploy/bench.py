@@ -51,6 +51,10 @@ class BenchConfig:
     max_time_s: float = 30.0
     mode: str = "latency"
     async_batches: int = 8
+    # Pause between two different runners in an interleaved run. Runtimes keep their worker threads
+    # spinning for a while after a call (ONNX Runtime's intra-op pool does); on a 2-core machine the
+    # next runner then shares the cores with that spin and looks up to 30% slower than it is.
+    settle_s: float = 0.05
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -58,7 +62,7 @@ class BenchConfig:
         for key in ("warmup_iters", "min_iters", "async_batches"):
             if int(getattr(self, key)) < (1 if key != "warmup_iters" else 0):
                 raise UserError(f"benchmark {key} must be positive, got {getattr(self, key)}")
-        for key in ("warmup_s", "min_time_s", "max_time_s"):
+        for key in ("warmup_s", "min_time_s", "max_time_s", "settle_s"):
             if float(getattr(self, key)) < 0:
                 raise UserError(f"benchmark {key} must be >= 0, got {getattr(self, key)}")
         if self.max_time_s < self.min_time_s:
@@ -214,6 +218,7 @@ def _run(
     cfg: BenchConfig,
     progress: Progress | None,
     clock: Callable[[], float],
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, LatencyResult]:
     if not runners:
         raise UserError("nothing to benchmark", "no runners were given")
@@ -233,6 +238,8 @@ def _run(
                 if clock() - start >= budget_s:
                     return True
                 for st in states:
+                    if len(states) > 1 and cfg.settle_s > 0:
+                        sleep(cfg.settle_s)
                     st.step(phase)
                     if progress is not None:
                         progress(st.name, phase, st.warmup if phase == "warmup" else len(st.samples))
@@ -278,14 +285,17 @@ def compare_interleaved(
     cfg: BenchConfig | None = None,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, LatencyResult]:
     """Time several runners round-robin (A B C A B C ...) on one batch -> {name: LatencyResult}.
 
     Every runner gets the same number of warm-up and measured iterations; measurement goes on
     until every runner has met min_iters and min_time_s (or max_time_s per runner runs out).
+    ``cfg.settle_s`` passes (untimed) before each step, so one runtime's idle spinning threads do
+    not slow the next runner down.
     """
     cfg = cfg or BenchConfig()
-    return _run(dict(runners), batch, cfg, progress, clock)
+    return _run(dict(runners), batch, cfg, progress, clock, sleep)
 
 
 def ratios(results: dict[str, LatencyResult], baseline_name: str) -> dict[str, dict[str, float]]:

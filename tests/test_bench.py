@@ -214,6 +214,20 @@ def test_compare_interleaved_is_round_robin_with_equal_counts():
     assert not any(r.is_active for r in runners.values())
 
 
+def test_interleaved_runners_settle_before_each_step_untimed():
+    """The pause that lets one runtime's spinning threads die down is outside the timed region."""
+    clock = FakeClock()
+    log: list[str] = []
+    pauses: list[float] = []
+    runners = {"a": ScriptedRunner("a", clock, [10.0], log), "b": ScriptedRunner("b", clock, [20.0], log)}
+    cfg = BenchConfig(warmup_iters=1, warmup_s=0, min_iters=3, min_time_s=0, max_time_s=10, settle_s=0.05)
+    res = compare_interleaved(runners, BATCH, cfg, clock=clock, sleep=pauses.append)
+    assert len(pauses) == 2 * (1 + 3) and set(pauses) == {0.05}  # warm-up + measured steps, each runner
+    assert res["a"].p50_ms == pytest.approx(10.0) and res["b"].p50_ms == pytest.approx(20.0)
+    one = compare_interleaved({"a": ScriptedRunner("a", clock, [10.0], log)}, BATCH, cfg, clock=clock, sleep=pauses.append)
+    assert len(pauses) == 8 and one["a"].iterations == 3  # a single runner needs no pause
+
+
 def test_compare_interleaved_needs_runners():
     with pytest.raises(UserError):
         compare_interleaved({}, BATCH)

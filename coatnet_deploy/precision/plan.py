@@ -32,6 +32,7 @@ R_HEAD = "classifier head: kept float"
 R_USER = "excluded by user"
 R_OTHER = "not a quantized op type: float"
 R_ATTN = "attention MatMul (activation x activation): float for OpenVINO CPU"
+R_RUNTIME = "OpenVINO ran this layer wrong in int8 (found by bisection against ONNX Runtime): float"
 R_SENSITIVE = "sensitive layer: moved back to float"
 
 

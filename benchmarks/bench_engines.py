@@ -186,7 +186,9 @@ def _export_child(spec: str) -> None:
     except Exception as e:  # noqa: BLE001 - reported as the row's error
         out = {"status": "ERROR", "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     out["export_s"] = round(time.perf_counter() - t0, 1)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    # the pipeline resets the kernel's peak-RSS counter per stage (ru_maxrss with it): take the max
+    stage_peaks = list(res.report.get("stage_peak_rss_mb", {}).values()) if out["status"] in ("PASSED", "FAILED") else []
+    out["peak_rss_mb"] = round(max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, *stage_peaks]), 1)
     print("@@RESULT " + json.dumps(out))
 
 

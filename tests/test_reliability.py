@@ -71,7 +71,8 @@ def _kill_when(proc: subprocess.Popen, after_s: float | None, line: str | None) 
 
 
 def test_sigkill_at_any_point_keeps_the_old_bundle(tmp_path):
-    points = [(1.0, None), (3.0, None), (8.0, None), (None, "[bundle] ...")]
+    # Stage lines, not wall-clock times: a timed kill can land after the commit on a fast machine.
+    points = [(None, "[reference model] ..."), (None, "[ONNX export] ..."), (None, "[simplify] ..."), (None, "[bundle] ...")]
     runs = []
     for i, (after, line) in enumerate(points):
         d = copy_bundle(tmp_path / f"p{i}" / "bundle")
@@ -89,7 +90,13 @@ def test_sigkill_at_any_point_keeps_the_old_bundle(tmp_path):
         t.join(300)
     for i, (d, created, after, line, proc) in enumerate(runs):
         assert proc.returncode == -signal.SIGKILL, (after, line, logs.get(i))
-        _assert_old_bundle(d, created)
+        if line == "[bundle] ...":
+            # killed while the staging dir is being written: whichever bundle is at d is whole.
+            # (The swap itself is one rename; a kill a moment after it leaves the new, complete one.)
+            m = verify_bundle(d, check_reports=True)
+            assert m["created"] >= created
+        else:
+            _assert_old_bundle(d, created)
     # The next export into a killed-into place cleans the dead staging dir and commits normally.
     d = runs[-1][0]
     new = export_tiny(d)

@@ -52,7 +52,8 @@ def run_export(args: list[str], out: Path) -> dict:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     _, status, rusage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    stdout, stderr = proc.stdout.read().decode(), proc.stderr.read().decode()
+    proc.stdout.read()
+    stderr = proc.stderr.read().decode()
     rc = os.waitstatus_to_exitcode(status)
     if rc not in (0, 2):
         raise SystemExit(f"export failed ({rc}): {' '.join(cmd)}\n{stderr[-2000:]}")

@@ -9,7 +9,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from bundle_helpers import REPO, export_tiny, tiny_bundle
 from coatnet_deploy.bundle import verify_bundle

@@ -81,7 +81,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
     written with status FAILED and the caller maps it to exit 2.
     """
     say = progress or _quiet
-    cell = capabilities.require(cfg.target, cfg.precision, cfg.defer_build)
+    capabilities.require(cfg.target, cfg.precision, cfg.defer_build)
     batch = cfg.batch_range()
     output = cfg.output or cfg.default_output()
     pre = _preflight(cfg, batch)
@@ -98,7 +98,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
         graph = _step(ctx, "simplify", _simplify, fp32_onnx)
         ctx.model = model  # the reference runs again for latency and dataset accuracy
         precision_onnx = _step(ctx, "precision", _precision, graph)
-        engine_runner_factory = _step(ctx, f"{cfg.target} engine", _engine, graph, precision_onnx, cell)
+        engine_runner_factory = _step(ctx, f"{cfg.target} engine", _engine, graph, precision_onnx)
         final = _step(ctx, "parity", _final_parity)
         if engine_runner_factory is not None and cfg.bench_iterations > 0:
             _step(ctx, "latency", _latency, engine_runner_factory, info)
@@ -349,7 +349,7 @@ def _int8_graph(ctx: _Ctx, graph: Path, out: Path) -> None:
         ctx.report["sensitivity_suggested_exclusions"] = suggest_exclusions(ranking)
     budget = None
     if cfg.max_drop is not None:
-        plan, budget = _accuracy_budget(ctx, plan, ranking, quantize, out)
+        plan, budget = _accuracy_budget(ctx, graph, plan, ranking, quantize)
         res = quantize(plan)
     ctx.plan = plan
     ctx.report["precision_plan"] = {"kind": "int8", **plan.to_dict(), "reduce_range": reduce_range}
@@ -360,7 +360,7 @@ def _int8_graph(ctx: _Ctx, graph: Path, out: Path) -> None:
         ctx.report["accuracy_budget"] = budget
 
 
-def _accuracy_budget(ctx: _Ctx, plan, ranking, quantize, out: Path):
+def _accuracy_budget(ctx: _Ctx, graph: Path, plan, ranking, quantize):
     """Move the worst layers back to float until the accuracy (or agreement) drop fits ``max_drop``."""
     from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
     from coatnet_deploy.precision.sensitivity import accuracy_budget
@@ -376,7 +376,7 @@ def _accuracy_budget(ctx: _Ctx, plan, ranking, quantize, out: Path):
         evalset = EvalSet(cfg.eval_images, _preprocess_cfg(model_info(cfg.model), ctx.image_size), labels=_labels(cfg, ctx.ref_logits.shape[1]))
         xs, ys = zip(*evalset.batches(ctx.batch[2]))
         x, y = np.concatenate(xs), np.concatenate(ys)
-        with OnnxRuntimeRunner(str(ctx.work / "model.sim.onnx" if (ctx.work / "model.sim.onnx").exists() else ctx.work / "model.fp32.onnx"), threads=cfg.threads) as r:
+        with OnnxRuntimeRunner(str(graph), threads=cfg.threads) as r:
             ref_top1 = accuracy(run_batched(r, x, ctx.batch[2]), y)[0]
         metric_name = "top-1 accuracy (%)"
 
@@ -408,7 +408,7 @@ def _record_calibration(ctx: _Ctx, calib) -> None:
 
 # -- engines --------------------------------------------------------------------------------------
 
-def _engine(ctx: _Ctx, graph: Path, precision_onnx: Path, cell):
+def _engine(ctx: _Ctx, graph: Path, precision_onnx: Path):
     """Write the engine files into the bundle; returns a factory for the engine's runner (or None)."""
     cfg = ctx.cfg
     shutil.copyfile(precision_onnx, ctx.out.path("model.onnx"))

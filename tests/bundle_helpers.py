@@ -109,3 +109,16 @@ def run_cli(*args, env_extra: dict | None = None, timeout: float = 300, cwd: Pat
 def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
     """stderr lines that are ours: runtimes' own C++ log lines (ORT's '[W:onnxruntime' ...) are not."""
     return [ln for ln in proc.stderr.splitlines() if ln.strip() and "[W:onnxruntime" not in ln]
+
+
+def cli_in_process(capsys, *args) -> tuple[int, str, list[str]]:
+    """Run the CLI in this process -> (exit code, stdout, non-empty stderr lines)."""
+    import pytest
+
+    from coatnet_deploy.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ex:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return ex.value.code, out, [ln for ln in err.splitlines() if ln.strip()]

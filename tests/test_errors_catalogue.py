@@ -17,21 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bundle_helpers import REPO, copy_bundle, run_cli, stderr_lines, tiny_bundle
-from coatnet_deploy.cli import main
+from bundle_helpers import REPO, cli_in_process, copy_bundle, run_cli, stderr_lines, tiny_bundle
 from coatnet_deploy.errors import UserError
 
 PHOTOS = sorted((REPO / "calibration").glob("*.jpg"))
 DOC = (REPO / "docs" / "ERRORS.md").read_text(encoding="utf-8")
 
 
-def cli(capsys, *args) -> tuple[int, str, list[str]]:
-    """Run the CLI in-process -> (exit code, stdout, non-empty stderr lines)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as ex:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return ex.value.code, out, [ln for ln in err.splitlines() if ln.strip()]
+cli = cli_in_process
 
 
 def assert_one_error_line(lines: list[str], *needles: str) -> str:

@@ -15,20 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from bundle_helpers import REPO, config_file, copy_bundle, export_tiny
+from bundle_helpers import REPO, cli_in_process, config_file, copy_bundle, export_tiny
 from coatnet_deploy.bundle import verify_bundle
-from coatnet_deploy.cli import _register, cli, main
+from coatnet_deploy.cli import _register, cli
 from coatnet_deploy.errors import UserError
 
 PHOTO = sorted((REPO / "calibration").glob("*.jpg"))[0]
 
 
-def _cli(capsys, *args) -> tuple[int, str, list[str]]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as ex:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return ex.value.code, out, [ln for ln in err.splitlines() if ln.strip()]
+_cli = cli_in_process
 
 
 def _assert_old_bundle(d: Path, created: str) -> None:

@@ -23,14 +23,6 @@ DEFAULT_GATES: dict[str, dict[str, float]] = {
 }
 GATE_KEYS = ("cosine_min", "max_abs_err", "mean_abs_err", "top1_agreement", "top5_agreement", "accuracy_drop")
 
-TENSORRT_DEFAULTS: dict[str, Any] = {
-    "workspace_mb": 2048,
-    "opt_level": 3,
-    "timing_cache": None,
-    "hardware_compat": "none",
-    "version_compatible": False,
-}
-
 
 @dataclass
 class ExportConfig:
@@ -39,7 +31,7 @@ class ExportConfig:
     num_classes: int | None = None
     labels: str | None = None
     image_size: int | None = None
-    target: str = "onnxruntime"
+    target: str | None = None  # None: the registry's default target
     precision: str = "fp32"
     calibration: str | None = None
     calibration_samples: int = 300
@@ -61,7 +53,21 @@ class ExportConfig:
     int8_method: str = "auto"
     calibrate_method: str = "minmax"
     gates: dict = field(default_factory=dict)
-    tensorrt: dict = field(default_factory=dict)
+    #: each target's own config section ({"tensorrt": {"workspace_mb": 4096}}), keyed by target name
+    target_options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "ExportConfig":
+        """A validated mapping (config file keys, target sections under their target's name) -> config."""
+        core = {k: v for k, v in values.items() if k in FIELDS}
+        sections = {k: dict(v) for k, v in values.items() if k not in FIELDS}
+        return cls(**core, target_options=sections)
+
+    def __post_init__(self) -> None:
+        if self.target is None:
+            from coatnet_deploy import targets
+
+            self.target = targets.default_name()
 
     # -- derived -------------------------------------------------------------------------------
     def batch_range(self) -> tuple[int, int, int]:
@@ -72,14 +78,12 @@ class ExportConfig:
         merged.update(self.gates.get(self.precision, {}) if _nested_gates(self.gates) else self.gates)
         return merged
 
-    def tensorrt_settings(self) -> dict[str, Any]:
-        return {**TENSORRT_DEFAULTS, **self.tensorrt}
-
     def default_output(self) -> str:
         return str(Path("bundles") / f"{self.model}-{self.target}-{self.precision}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        return {**{k: v for k, v in d.items() if k != "target_options"}, **d["target_options"]}
 
 
 # name -> (accepted python types, help). The help text documents export_configs/*.yaml.
@@ -89,7 +93,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "num_classes": ((int, type(None)), "head size; inferred from the weights when null"),
     "labels": ((str, type(None)), "text file with one class name per line"),
     "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
-    "target": ((str,), "onnx | onnxruntime | openvino | tensorrt"),
+    "target": ((str,), "a target from `coatnet-deploy targets`"),
     "precision": ((str,), "fp32 | fp16 | int8"),
     "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = calibration/"),
     "calibration_samples": ((int,), "images drawn (seeded) from the calibration set for INT8"),
@@ -98,7 +102,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "golden_random": ((int,), "how many seeded random tensors join the golden inputs"),
     "batch": ((str,), "dynamic batch range MIN:OPT:MAX"),
     "reference": ((str,), "auto | cpu | cuda: where the PyTorch reference runs"),
-    "defer_build": ((bool,), "TensorRT only: write the bundle and build the engine on the device"),
+    "defer_build": ((bool,), "targets whose engines are built on the device: write the bundle, build there"),
     "output": ((str, type(None)), "bundle directory; null = bundles/<model>-<target>-<precision>"),
     "opset": ((int,), "ONNX opset (17 parses on TensorRT 10.x / JetPack 6)"),
     "simplify": ((bool,), "run onnxsim (checked against the plain graph)"),
@@ -108,10 +112,9 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "eval_images": ((str, type(None)), "ImageFolder tree: adds dataset accuracy to the report"),
     "sensitivity": ((bool,), "INT8: per-node SQNR ranking in the report"),
     "max_drop": ((float, int, type(None)), "INT8 accuracy budget: move worst layers to float until the gate holds"),
-    "int8_method": ((str,), "openvino INT8: auto | qdq | nncf (auto keeps the closer one)"),
+    "int8_method": ((str,), "INT8 where a target offers several methods: auto | qdq | nncf (auto keeps the closer one)"),
     "calibrate_method": ((str,), "minmax | entropy | percentile"),
     "gates": ((dict,), "parity gate overrides, e.g. {cosine_min: 0.995} or per precision {int8: {...}}"),
-    "tensorrt": ((dict,), "workspace_mb, opt_level, timing_cache, hardware_compat, version_compatible"),
 }
 
 CHOICES = {
@@ -119,13 +122,13 @@ CHOICES = {
     "int8_method": ("auto", "qdq", "nncf"),
     "calibrate_method": ("minmax", "entropy", "percentile"),
 }
-TENSORRT_TYPES = {
-    "workspace_mb": (int,),
-    "opt_level": (int,),
-    "timing_cache": (str, type(None)),
-    "hardware_compat": (str,),
-    "version_compatible": (bool,),
-}
+
+
+def target_sections() -> dict[str, dict]:
+    """{target name: its Option table} for every registered target that has options of its own."""
+    from coatnet_deploy import targets
+
+    return {t.name: t.options for t in targets.all_targets() if t.options}
 
 
 def _nested_gates(g: dict) -> bool:
@@ -153,10 +156,15 @@ def _type_name(types: tuple[type, ...]) -> str:
 
 def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
     """Check keys and types of a config mapping; returns it unchanged when valid."""
+    sections = target_sections()
     for key, value in values.items():
+        if key in sections:
+            _validate_section(key, value, sections[key], source)
+            continue
         if key not in FIELDS:
-            close = [k for k in FIELDS if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(FIELDS)}"
+            known = [*FIELDS, *sections]
+            close = [k for k in known if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(known)}"
             raise UserError(f"{source}: unknown key {key!r}", hint, "remove or rename it")
         types, _ = FIELDS[key]
         # bool is an int subclass: 'opset: true' must not pass as an integer.
@@ -166,11 +174,6 @@ def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise UserError(f"{source}: key '{key}' is '{value}'", f"valid values: {', '.join(CHOICES[key])}", "fix the value")
         if key in ("calibration_samples", "golden_images", "golden_random", "bench_iterations") and value < 0:
             raise UserError(f"{source}: key '{key}' is {value}", "it cannot be negative", "fix the value")
-    for key, value in (values.get("tensorrt") or {}).items():
-        if key not in TENSORRT_TYPES:
-            raise UserError(f"{source}: unknown key {'tensorrt.' + str(key)!r}", f"valid keys: {', '.join(TENSORRT_TYPES)}", "remove or rename it")
-        if not isinstance(value, TENSORRT_TYPES[key]):
-            raise UserError(f"{source}: key 'tensorrt.{key}' must be {_type_name(TENSORRT_TYPES[key])}", f"got {value!r}", "fix the value")
     gates = values.get("gates") or {}
     flat = {}
     for k, v in gates.items():
@@ -189,6 +192,20 @@ def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
     if "batch" in values:
         parse_batch(values["batch"])
     return values
+
+
+def _validate_section(name: str, section: Any, options: dict, source: str) -> None:
+    """A target's own section: a mapping of that target's option keys, each of its type."""
+    if not isinstance(section, dict):
+        raise UserError(f"{source}: key '{name}' must be a mapping", f"got {section!r}", f"give {name}'s options as key: value lines")
+    for key, value in section.items():
+        if key not in options:
+            raise UserError(f"{source}: unknown key {name + '.' + str(key)!r}", f"valid keys: {', '.join(options)}", "remove or rename it")
+        opt = options[key]
+        if not isinstance(value, opt.types) or (isinstance(value, bool) and bool not in opt.types):
+            raise UserError(f"{source}: key '{name}.{key}' must be {_type_name(opt.types)}", f"got {value!r}", "fix the value")
+        if opt.choices and value not in opt.choices:
+            raise UserError(f"{source}: key '{name}.{key}' is {value!r}", f"valid values: {', '.join(map(str, opt.choices))}", "fix the value")
 
 
 def read_yaml_mapping(path: str | Path, example: str) -> dict[str, Any]:
@@ -225,4 +242,4 @@ def make_config(config_file: str | None, overrides: dict[str, Any]) -> ExportCon
     given = {k: v for k, v in overrides.items() if v is not None}
     validate(given, "command line")
     values.update(given)
-    return ExportConfig(**values)
+    return ExportConfig.from_mapping(values)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from coatnet_deploy import capabilities
+from coatnet_deploy import targets
 from coatnet_deploy.bench import NOISY_CV, BenchConfig, LatencyResult, compare_interleaved
 from coatnet_deploy.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_USER, TargetUnavailable, UserError
 
@@ -360,8 +360,8 @@ class MatrixConfig:
     weights: str | None = None
     num_classes: int | None = None
     image_size: int | None = None
-    targets: list = field(default_factory=lambda: list(capabilities.TARGETS))
-    precisions: list = field(default_factory=lambda: list(capabilities.PRECISIONS))
+    targets: list = field(default_factory=lambda: targets.names())
+    precisions: list = field(default_factory=lambda: list(targets.PRECISIONS))
     eval_images: str | None = None
     output: str | None = None
     threads: int | None = None
@@ -388,8 +388,8 @@ MATRIX_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "weights": ((str, type(None)), "weights for every cell and the reference; null = seeded random init"),
     "num_classes": ((int, type(None)), "head size; inferred from the weights when null"),
     "image_size": ((int, type(None)), "square input size; null = the variant's"),
-    "targets": ((list,), f"subset of {', '.join(capabilities.TARGETS)}"),
-    "precisions": ((list,), f"subset of {', '.join(capabilities.PRECISIONS)}"),
+    "targets": ((list,), "subset of the targets `coatnet-deploy targets` lists"),
+    "precisions": ((list,), f"subset of {', '.join(targets.PRECISIONS)}"),
     "eval_images": ((str, type(None)), "ImageFolder tree: adds the accuracy drop per cell"),
     "output": ((str, type(None)), "directory for OUTPUT/<target>-<precision>/ bundles and matrix.json/md"),
     "threads": ((int, type(None)), "runtime threads for every engine and the reference"),
@@ -409,7 +409,7 @@ def _validate_matrix(values: dict[str, Any], source: str) -> dict[str, Any]:
         types = MATRIX_FIELDS[key][0]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise UserError(f"{source}: key '{key}' must be {_type_name(types) if list not in types else 'a list'}", f"got {value!r}", "fix the value")
-    for key, valid in (("targets", capabilities.TARGETS), ("precisions", capabilities.PRECISIONS)):
+    for key, valid in (("targets", targets.names()), ("precisions", targets.PRECISIONS)):
         for v in values.get(key) or []:
             if v not in valid:
                 raise UserError(f"{source}: unknown {key[:-1]} '{v}'", f"valid {key}: {', '.join(valid)}", "fix the list")
@@ -507,7 +507,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def _engine_size_mb(bundle: Path, manifest: dict[str, Any]) -> float:
-    files = (manifest.get("engine") or {}).get("files") or ["model.onnx"]
+    files = targets.get(manifest["target"]).engine_files(manifest)
     sizes = {a["path"]: a["bytes"] for a in manifest["artifacts"]}
     return sum(sizes.get(f, 0) for f in files) / 1e6
 
@@ -542,12 +542,11 @@ def run_matrix(cfg: MatrixConfig, progress=None) -> MatrixResult:
     Never stops at a failing cell: each export's UserError / exception is recorded in its row.
     ``progress`` is a ``progress.ProgressLine`` or None.
     """
-    from coatnet_deploy.pipeline import environment
+    from coatnet_deploy.host import environment
 
     out = Path(cfg.output or cfg.default_output())
     out.mkdir(parents=True, exist_ok=True)
-    cells = [Cell(t, p) for t in capabilities.TARGETS for p in capabilities.PRECISIONS
-             if t in cfg.targets and p in cfg.precisions and (t, p) in capabilities.TABLE]
+    cells = [Cell(c.target, c.precision) for c in targets.cells(cfg.targets, cfg.precisions)]
     manifests: dict[str, dict[str, Any]] = {}
     for i, cell in enumerate(cells, 1):
         label = f"[{i}/{len(cells)}] {cell.target}/{cell.precision}: "
@@ -577,15 +576,15 @@ def run_matrix(cfg: MatrixConfig, progress=None) -> MatrixResult:
 
 def _export_cell(cfg: MatrixConfig, cell: Cell, out: Path, progress) -> dict[str, Any] | None:
     from coatnet_deploy.config import ExportConfig, validate
-    from coatnet_deploy.pipeline import export
+    from coatnet_deploy.export import export
 
-    ok, reason = capabilities.availability(cell.target, cell.precision)
-    defer = False
-    if not ok and cell.target == "tensorrt":
-        ok, reason = capabilities.availability(cell.target, cell.precision, defer_build=True)
-        defer = ok
-    if not ok:
-        cell.status, cell.reason = "UNAVAILABLE", reason
+    target = targets.get(cell.target)
+    avail = target.availability(cell.precision)
+    if not avail.ok and target.can_defer:
+        avail = target.availability(cell.precision, defer_build=True)
+    defer = avail.ok and avail.deferred
+    if not avail.ok:
+        cell.status, cell.reason = "UNAVAILABLE", avail.reason
         return None
     bundle = out / cell.key
     values = {**cfg.export, "model": cfg.model, "weights": cfg.weights, "num_classes": cfg.num_classes, "image_size": cfg.image_size,
@@ -594,7 +593,7 @@ def _export_cell(cfg: MatrixConfig, cell: Cell, out: Path, progress) -> dict[str
     values = {k: v for k, v in values.items() if v is not None}
     t0 = time.perf_counter()
     try:
-        res = export(ExportConfig(**validate(values, f"matrix cell {cell.key}")),
+        res = export(ExportConfig.from_mapping(validate(values, f"matrix cell {cell.key}")),
                      progress=progress.stage_callback() if progress is not None else None)
     except TargetUnavailable as e:
         cell.status, cell.reason = "UNAVAILABLE", str(e)
@@ -628,7 +627,7 @@ def _bench_cells(cfg: MatrixConfig, cells: list[Cell], reference: Cell, manifest
     timed = [c for c in cells if c.key in manifests and not c.deferred]
     for c in cells:
         if c.deferred:
-            c.runs = "not timed: the TensorRT engine is built on the device"
+            c.runs = "not timed: the engine is built on the device"
     if not manifests:
         return
     first = next(iter(manifests))

@@ -196,11 +196,6 @@ def test_calibration_odd_modes_work(tmp_path):
 
 # -- predict: images ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def bundle() -> Path:
-    return tiny_bundle()
-
-
 def predict_fails(capsys, bundle, image, *needles):
     rc, stdout, lines = cli(capsys, "predict", bundle, image)
     assert rc == 1 and stdout == ""

@@ -1,4 +1,4 @@
-"""coatnet-deploy targets: the capability table export validates against."""
+"""coatnet-deploy targets: the registry's target x precision cells, and whether each runs here."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from coatnet_deploy.cli.common import emit_json, json_option
 
 
 @cli.command("targets")
+@click.option("--defer-build", is_flag=True, help="Also count cells whose engine would be built on the device.")
 @json_option
-def targets_cmd(as_json):
+def targets_cmd(defer_build, as_json):
     """Target x precision: whether each can run HERE, and why not."""
-    from coatnet_deploy.capabilities import table_rows
+    from coatnet_deploy.targets import table_rows
 
-    rows = table_rows()
+    rows = table_rows(defer_build=defer_build)
     if as_json:
         emit_json(rows)
         return 0

@@ -183,13 +183,6 @@ def test_nncf_ir_close_to_fp32(tiny, calib, plan, ref, evalx, tmp_path):
     assert not {"MVN", "Softmax", "Sigmoid"} & set(ops)  # plan's float ops stay float
 
 
-def test_pick_better():
-    from coatnet_deploy.precision.nncf_ov import pick_better
-
-    assert pick_better({"qdq": 0.97, "nncf": 0.99}) == "nncf"
-    assert pick_better({"qdq": 0.99, "nncf": 0.99}) == "qdq"
-
-
 def test_qdq_scales_are_deterministic(tiny, calib, plan, qdq_full, tmp_path):
     from coatnet_deploy.precision.qdq import qdq_from_onnx, qdq_scales
 
@@ -303,7 +296,7 @@ def test_openvino_int8_fallback_keeps_the_misrun_stem_conv_float(tmp_path):
     """coatnet_0_rw_224: OpenVINO runs the int8 stem conv2 at cosine ~0.06 on this CPU (ONNX Runtime:
     0.9999 on the same file). The export finds it, keeps it float, and passes."""
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.pipeline import export
+    from coatnet_deploy.export import export
 
     res = export(make_config(None, {"model": "coatnet_0_rw_224", "target": "openvino", "precision": "int8",
                                     "output": str(tmp_path / "b"), "bench_iterations": 0, "calibration_samples": 16}))

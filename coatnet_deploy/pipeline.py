@@ -721,10 +721,9 @@ def _write_bundle(ctx: _Ctx, status: str, final: ParityResult, info) -> None:
     # The reports list the engine files with checksums; they cannot list their own.
     ctx.manifest["artifacts"] = artifact_entries(ctx.out.dir)
     write_json(ctx.out.path("report.json"), report)
-    from coatnet_deploy.report_md import render_markdown
+    from coatnet_deploy.report import render_html, render_markdown
 
     ctx.out.path("report.md").write_text(render_markdown(report, ctx.manifest), encoding="utf-8")
-    from coatnet_deploy.report_html import render_html
 
     ctx.out.path("report.html").write_text(render_html(report, ctx.manifest), encoding="utf-8")
     ctx.manifest = ctx.out.write_manifest(ctx.manifest)

@@ -280,7 +280,7 @@ def _parse(page):
 
 def _md_plain(text):
     """Markdown inline text -> what a reader sees (code spans, bold and escapes undone)."""
-    text = re.sub(r"(`+) ?(.*?) ?\1", lambda m: m.group(2).replace("\\|", "\x00"), text)
+    text = re.sub(r"(?<!\\)(`+) ?(.*?) ?\1(?!`)", lambda m: m.group(2).replace("\\|", "\x00"), text)
     text = text.replace("**", "")
     text = re.sub(r"\\([\\|*`])", lambda m: "\x00" if m.group(1) == "|" else m.group(1), text)
     return text.replace("&lt;", "<").replace("\x00", "|")

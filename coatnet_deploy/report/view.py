@@ -720,9 +720,7 @@ def engine_rows(engine: dict, prefix: str = "manifest.engine") -> list[list[Cell
 
 
 def _value_cell(key: str | None, v: Any) -> Cell:
-    if is_num(v):
-        return num(key, v)
-    return code(summarise(v))
+    return num(key, v) if is_num(v) else text(summarise(v))
 
 
 def _engine_section(manifest: dict) -> Section | None:
@@ -863,7 +861,7 @@ def candidates_section(title: str, candidates: dict[str, dict], key_prefix: str,
             elif _is_scalar(v):
                 row.append(metric(_sub(base, m) if base else None, m, v))
             else:
-                row.append(code(summarise(v)))
+                row.append(text(summarise(v)))
         if chosen is not None:
             row.append(text("yes" if name == chosen else ""))
         rows.append(row)

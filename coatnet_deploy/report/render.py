@@ -7,7 +7,8 @@ import functools
 import re
 from typing import Any, Sequence
 
-from coatnet_deploy.report.view import Cell, Figure, Section, build_view
+from coatnet_deploy.report.blocks import Cell, Figure, Section
+from coatnet_deploy.report.view import build_view
 
 
 def md_escape(text: Any) -> str:

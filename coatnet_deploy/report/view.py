@@ -1,162 +1,31 @@
-"""report.json + manifest.json -> the report as data: the ONE place that decides what each section shows.
-
-Both templates (Markdown, HTML) only lay out what this module returns, so the two reports cannot
-disagree. A Cell's `key` is a dotted path into report.json ('manifest.' paths point into
-manifest.json, list items by index, '.length' is a list's length); HTML writes it as data-key with
-the exact value as data-value, so tests and scripts can read the numbers back.
-
-Blocks with a `detail` summary are long reference lists: HTML shows them collapsed under that
-summary, Markdown names them and points at report.html. Figures are HTML only (plots.py draws them).
-"""
+"""report.json + manifest.json -> the report as data (blocks.py): the ONE place that decides what each
+section shows. Both templates (Markdown, HTML) only lay out what build_view returns, so the two
+reports cannot disagree."""
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
-from coatnet_deploy.report.formats import (
-    fmt_bytes,
-    fmt_metric,
-    fmt_num,
-    fmt_threshold,
-    is_num,
-    short_sha,
+from coatnet_deploy.report.blocks import (
+    Block,
+    Cell,
+    Figure,
+    ItemList,
+    Paragraph,
+    ReportView,
+    Section,
+    Table,
+    code,
+    metric,
+    num,
+    para,
+    sub_key,
+    text,
 )
-
-# ---------------------------------------------------------------- the data the templates read
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A piece of text. key/value: the report.json path and exact value it shows (HTML data-key,
-    data-value); numeric: right-aligned; style: '', 'code', 'strong', 'pass' or 'fail'; title: hover text."""
-
-    text: str
-    key: str | None = None
-    value: Any = None
-    numeric: bool = False
-    style: str = ""
-    title: str | None = None
-
-    @property
-    def data_value(self) -> str:
-        return repr(self.value)
-
-
-@dataclass
-class Paragraph:
-    parts: list[Cell]
-    style: str = ""  # '' | 'note' (explains the section) | 'warn'
-    kind: ClassVar[str] = "paragraph"
-    detail: ClassVar[None] = None
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[Cell]]
-    detail: str | None = None  # a summary line: a long reference table (HTML collapsed, Markdown names it)
-    opened: bool = False
-    kind: ClassVar[str] = "table"
-
-    def numeric_columns(self) -> list[bool]:
-        """A column is right-aligned when every filled cell in it is a number."""
-        cols = []
-        for i in range(len(self.headers)):
-            cells = [r[i] for r in self.rows if i < len(r) and r[i].text not in ("", "—")]
-            cols.append(bool(cells) and all(c.numeric for c in cells))
-        return cols
-
-
-@dataclass
-class ItemList:
-    items: list[list[Cell]]
-    detail: str | None = None
-    opened: bool = False  # HTML: a detail list shown unfolded
-    kind: ClassVar[str] = "list"
-
-
-@dataclass
-class Figure:
-    plot: str  # a plot_<name> function in plots.py
-    data: dict[str, Any]
-    caption: str
-    alt: str
-    kind: ClassVar[str] = "figure"
-    detail: ClassVar[None] = None
-
-
-Block = Paragraph | Table | ItemList | Figure
-
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    blocks: list[Block] = field(default_factory=list)
-
-    @property
-    def paragraphs(self) -> list[Paragraph]:
-        return [b for b in self.blocks if isinstance(b, Paragraph)]
-
-    @property
-    def tables(self) -> list[Table]:
-        return [b for b in self.blocks if isinstance(b, Table)]
-
-    @property
-    def figures(self) -> list[Figure]:
-        return [b for b in self.blocks if isinstance(b, Figure)]
-
-
-@dataclass
-class ReportView:
-    title: str
-    page_title: str
-    status: str
-    status_detail: str
-    facts: list[tuple[str, str]]
-    sections: list[Section]
-
-
-# ---------------------------------------------------------------- cell helpers
-
-
-def text(t: Any, style: str = "") -> Cell:
-    return Cell("—" if t is None else str(t), style=style)
-
-
-def code(t: Any) -> Cell:
-    return Cell(str(t), style="code")
-
-
-def num(key: str | None, value: Any, shown: str | None = None, style: str = "", title: str | None = None) -> Cell:
-    """A number cell: keyed when the value is there (booleans and missing values carry no key)."""
-    shown = fmt_num(value) if shown is None else shown
-    keyed = key is not None and value is not None and not isinstance(value, bool)
-    if keyed and title is None and isinstance(value, float) and shown != repr(value):
-        title = repr(value)  # the exact value on hover
-    return Cell(shown, key if keyed else None, value if keyed else None, is_num(value), style, title)
-
-
-def metric(key: str | None, name: str, value: Any) -> Cell:
-    return num(key, value, fmt_metric(name, value))
-
-
-def para(*parts: Cell | str, style: str = "") -> Paragraph:
-    return Paragraph([text(p) if isinstance(p, str) else p for p in parts if p != ""], style)
-
-
-def _key_part(name: Any) -> str | None:
-    """A dict key usable inside a dotted data-key path (None when it holds a dot)."""
-    s = str(name)
-    return None if "." in s or not s else s
-
-
-def _sub(prefix: str, name: Any) -> str | None:
-    part = _key_part(name)
-    return f"{prefix}.{part}" if part else None
+from coatnet_deploy.report.formats import fmt_bytes, fmt_metric, fmt_num, fmt_threshold, is_num, short_sha
 
 
 # ---------------------------------------------------------------- parity gates
@@ -571,7 +440,7 @@ def per_class_rows(accuracy: dict) -> list[tuple[str, Any, Any, str | None]]:
     """accuracy.per_class (class -> agreement | {agreement, n, ...}, or a list) -> [(class, agreement, n, key)]."""
     per_class = accuracy.get("per_class") or {}
     if isinstance(per_class, dict):
-        items: Iterable = [(str(c), v, _sub("accuracy.per_class", c)) for c, v in per_class.items()]
+        items: Iterable = [(str(c), v, sub_key("accuracy.per_class", c)) for c, v in per_class.items()]
     else:
         items = [(str(e.get("class", e.get("label", i))) if isinstance(e, dict) else str(i), e,
                   f"accuracy.per_class.{i}") for i, e in enumerate(per_class)]
@@ -708,11 +577,11 @@ def engine_rows(engine: dict, prefix: str = "manifest.engine") -> list[list[Cell
     for k, v in engine.items():
         if v in (None, "", [], {}):
             continue
-        key = _sub(prefix, k)
+        key = sub_key(prefix, k)
         if isinstance(v, dict) and sum(_is_scalar(x) for x in v.values()) * 2 >= len(v) and key:
             for sk, sv in v.items():
                 if sv not in (None, "", [], {}):
-                    sub = _sub(key, sk) if _is_scalar(sv) else None
+                    sub = sub_key(key, sk) if _is_scalar(sv) else None
                     rows.append([text(f"{k}.{sk}"), _value_cell(sub, sv)])
         else:
             rows.append([text(k), _value_cell(key if _is_scalar(v) else None, v)])
@@ -852,14 +721,14 @@ def candidates_section(title: str, candidates: dict[str, dict], key_prefix: str,
     rows = []
     for name, values in sorted(candidates.items()):
         values = values if isinstance(values, dict) else {}
-        base = _sub(key_prefix, name)
+        base = sub_key(key_prefix, name)
         row = [text(name)]
         for m, _ in cols:
             v = values.get(m)
             if isinstance(v, bool):
                 row.append(Cell(fmt_metric(m, v), style=("pass" if v else "fail") if m == "passed" else ""))
             elif _is_scalar(v):
-                row.append(metric(_sub(base, m) if base else None, m, v))
+                row.append(metric(sub_key(base, m) if base else None, m, v))
             else:
                 row.append(text(summarise(v)))
         if chosen is not None:

@@ -126,9 +126,11 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
 
 
 def render_reports(root, report: dict[str, Any], manifest: dict[str, Any]) -> None:
-    """report.md and report.html from report.json's data, with the target's own sections."""
-    from coatnet_deploy.report_html import render_html
-    from coatnet_deploy.report_md import render_markdown
+    """report.md and report.html from report.json's data, with the bundle's target's own sections."""
+    from coatnet_deploy import targets
+    from coatnet_deploy.report import render_html, render_markdown
 
-    (root / "report.md").write_text(render_markdown(report, manifest), encoding="utf-8")
-    (root / "report.html").write_text(render_html(report, manifest), encoding="utf-8")
+    name = manifest.get("target")
+    extra = targets.get(name).report_sections(report, manifest) if name in targets.names() else []
+    (root / "report.md").write_text(render_markdown(report, manifest, extra_sections=extra), encoding="utf-8")
+    (root / "report.html").write_text(render_html(report, manifest, extra_sections=extra), encoding="utf-8")

@@ -150,6 +150,18 @@ class OpenVINOTarget(Target):
             job.say(f"[openvino int8:{m}] {res.summary()}")
         return candidates, nncf_version
 
+    def report_sections(self, report: dict[str, Any], manifest: dict[str, Any]) -> list[Any]:
+        candidates = report.get("openvino_int8_candidates")
+        if not candidates:
+            return []
+        from coatnet_deploy.report import candidates_section
+
+        return [candidates_section(
+            "OpenVINO INT8 candidates", candidates, "openvino_int8_candidates",
+            [("cosine_min", "cosine_min"), ("max_abs_err", "max_abs_err"), ("top1_agreement", "top-1"), ("passed", "gates")],
+            chosen=(manifest.get("engine") or {}).get("int8_method"),
+            note="OpenVINO INT8 was built two ways; the one closer to the reference is kept.")]
+
     # -- device side --------------------------------------------------------------------------
     def open_runner(self, bundle: Path, manifest: dict[str, Any], threads: int | None = None, mode: str = "latency"):
         self.need_module()

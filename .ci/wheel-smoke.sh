@@ -101,5 +101,5 @@ done
 passed=$((passed + 1))
 files=$("$bin/python" -c 'import sys, zipfile; print(len(zipfile.ZipFile(sys.argv[1]).namelist()))' "${wheels[0]}")
 echo
-echo "wheel-smoke: wheel $(du -k "${wheels[0]}" | cut -f1) KiB, $files files; $((SECONDS - started)) s"
+echo "wheel-smoke: wheel $(($(stat -c %s "${wheels[0]}") / 1024)) KiB, $files files; $((SECONDS - started)) s"
 echo "wheel-smoke: $passed passed, 0 failed"

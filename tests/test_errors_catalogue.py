@@ -281,6 +281,11 @@ def test_config_wrong_type(capsys, tmp_path):
     export_fails(capsys, tmp_path, "--config", cfg, needles=("'opset'", "integer", "seventeen"))
 
 
+def test_config_not_a_file_nor_a_shipped_name(capsys, tmp_path):
+    export_fails(capsys, tmp_path, "--config", "openvino-int9",
+                 needles=("config file 'openvino-int9' not found", "openvino-int8", str(REPO / "export_configs")))
+
+
 # -- bundles --------------------------------------------------------------------------------------
 
 def _refused_by_everyone(capsys, b: Path, *needles):

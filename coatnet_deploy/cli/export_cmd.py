@@ -11,7 +11,8 @@ from coatnet_deploy.errors import EXIT_GATE_FAILED, EXIT_OK
 
 
 @cli.command("export")
-@click.option("--config", "config_file", type=str, help="YAML from export_configs/; flags override it.")
+@click.option("--config", "config_file", type=str,
+              help="YAML file, or a shipped config's name (e.g. openvino-int8; `coatnet-deploy targets` lists them); flags override it.")
 @click.option("--model", type=str, help="Variant from `coatnet-deploy models` (default coatnet_0_rw_224).")
 @click.option("--weights", type=str, help=".safetensors or torch checkpoint (read with weights_only=True).")
 @click.option("--num-classes", type=int, help="Head size (inferred from --weights).")
@@ -19,7 +20,7 @@ from coatnet_deploy.errors import EXIT_GATE_FAILED, EXIT_OK
 @click.option("--image-size", type=int, help="Square input size, multiple of 32 from 64.")
 @click.option("--target", type=str, help=f"{' | '.join(targets.names())} (default {targets.default_name()}).")
 @click.option("--precision", type=str, help="fp32 | fp16 | int8 (default fp32).")
-@click.option("--calibration", type=str, help="INT8 calibration: image folder or .npz (default calibration/).")
+@click.option("--calibration", type=str, help="INT8 calibration: image folder or .npz (default: the shipped photos, see `targets`).")
 @click.option("--calibration-samples", type=int, help="Images drawn from the calibration set (default 300).")
 @click.option("--images", type=str, help="Folder of images used as golden inputs (default: the calibration folder).")
 @click.option("--batch", type=str, help="Dynamic batch range MIN:OPT:MAX (default 1:1:8).")
@@ -48,8 +49,9 @@ def export_cmd(config_file, as_json, **flags):
     from coatnet_deploy.export import export
 
     from coatnet_deploy.progress import stdout_to_stderr
+    from coatnet_deploy.shipped import resolve_config
 
-    cfg = make_config(config_file, flags)
+    cfg = make_config(resolve_config(config_file, "export") if config_file else None, flags)
     with stdout_to_stderr():  # NNCF and others print to stdout; it must hold only our result
         result = export(cfg, progress=progress_printer(not as_json))
     rep = result.report

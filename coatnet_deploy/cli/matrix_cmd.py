@@ -14,7 +14,7 @@ def _list(value: str | None) -> list[str] | None:
 
 
 @cli.command("matrix")
-@click.option("--config", "config_file", type=str, help="Matrix YAML (e.g. export_configs/matrix.yaml); flags override it.")
+@click.option("--config", "config_file", type=str, help="Matrix YAML file, or a shipped one's name (matrix); flags override it.")
 @click.option("--model", type=str, help="Variant from `coatnet-deploy models` (default coatnet_0_rw_224).")
 @click.option("--weights", type=str, help=".safetensors or torch checkpoint; default seeded random init.")
 @click.option("--num-classes", type=int, help="Head size (inferred from --weights).")
@@ -36,9 +36,10 @@ def matrix_cmd(config_file, iterations, as_json, **flags):
     """
     from coatnet_deploy.matrix import format_matrix, make_matrix_config, run_matrix
     from coatnet_deploy.progress import ProgressLine, stdout_to_stderr
+    from coatnet_deploy.shipped import resolve_config
 
     flags["targets"], flags["precisions"] = _list(flags.pop("targets_")), _list(flags["precisions"])
-    cfg = make_matrix_config(config_file, flags)
+    cfg = make_matrix_config(resolve_config(config_file, "matrix") if config_file else None, flags)
     if iterations is not None:
         cfg.bench = {**cfg.bench, "min_iters": iterations}
     # exporters (NNCF) log to stdout; stdout is for the table / JSON only

@@ -22,4 +22,18 @@ def targets_cmd(defer_build, as_json):
     click.echo(f"{'target':<12} {'precision':<9} {'here':<5} {'artifacts':<30} reason")
     for r in rows:
         click.echo(f"{r['target']:<12} {r['precision']:<9} {'yes' if r['available'] else 'no':<5} {r['artifacts']:<30} {r['reason']}")
+    click.echo(_shipped_summary())
     return 0
+
+
+def _shipped_summary() -> str:
+    """Where the shipped configs and calibration photos are, and the names `--config` takes."""
+    from coatnet_deploy.shipped import shipped_configs, shipped_dir
+
+    configs, calibration = shipped_dir("export_configs"), shipped_dir("calibration")
+    return "\n".join([
+        f"\nshipped configs (export --config NAME): {', '.join(shipped_configs('export')) or 'none'}",
+        f"  matrix --config NAME: {', '.join(shipped_configs('matrix')) or 'none'}",
+        f"  in {configs or 'nowhere: the package data is missing'}",
+        f"default calibration photos: {calibration or 'none (pass --calibration DIR)'}",
+    ])

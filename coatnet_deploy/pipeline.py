@@ -66,6 +66,7 @@ class _Ctx:
     plan: Any = None
     model: Any = None
     requantize: Any = None  # plan -> QuantResult, rewriting the precision ONNX in place
+    source: Any = None  # models.ModelSource: variant, classes, labels, size, preprocessing, weights
     parity: dict[str, ParityResult] = field(default_factory=dict)
 
 
@@ -83,11 +84,12 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
     say = progress or _quiet
     capabilities.require(cfg.target, cfg.precision, cfg.defer_build)
     batch = cfg.batch_range()
-    output = cfg.output or cfg.default_output()
     pre = _preflight(cfg, batch)
+    output = cfg.output or cfg.default_output(pre["source"].name)
     writer = BundleWriter(output)
     with writer, tempfile.TemporaryDirectory(prefix="coatnet-deploy-") as tmp:
-        ctx = _Ctx(cfg=cfg, work=Path(tmp), out=writer, say=say, batch=batch, calibration=pre.get("calibration"))
+        ctx = _Ctx(cfg=cfg, work=Path(tmp), out=writer, say=say, batch=batch, calibration=pre.get("calibration"),
+                   source=pre["source"])
         ctx.versions["coatnet-deploy"] = __version__
         if ctx.calibration is not None:
             _record_calibration(ctx, ctx.calibration)
@@ -113,13 +115,13 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
 
 def _preflight(cfg: ExportConfig, batch: tuple[int, int, int]) -> dict[str, Any]:
     """Refuse bad input before any heavy work or progress output: model, size, files, calibration."""
-    from coatnet_deploy.models import model_info, validate_image_size
+    from coatnet_deploy.models import resolve_model_source
 
-    info = model_info(cfg.model)
-    image_size = validate_image_size(cfg.image_size or info.default_image_size)
+    info = resolve_model_source(cfg)  # the flags, and what a timm folder or checkpoint says
+    image_size = info.image_size
     if cfg.target == "tensorrt":
         _trt_settings(cfg, batch, image_size, Path("."))
-    for key, kind in (("weights", "file"), ("labels", "file"), ("images", "dir"), ("eval_images", "dir")):
+    for key, kind in (("images", "dir"), ("eval_images", "dir")):  # weights, labels: checked by the source
         value = getattr(cfg, key)
         if value is None:
             continue
@@ -129,7 +131,7 @@ def _preflight(cfg: ExportConfig, batch: tuple[int, int, int]) -> dict[str, Any]
             flag = "--" + key.replace("_", "-")
             raise UserError(f"{flag} '{value}' not found", f"it must name an existing {'file' if kind == 'file' else 'directory'}",
                             f"check the path given to {flag}")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"source": info}
     if cfg.precision == "int8":
         from coatnet_deploy.calibration import CalibrationSet, default_calibration_dir
 
@@ -178,37 +180,18 @@ def _peak_rss_mb() -> float | None:
 def _build_reference_model(ctx: _Ctx):
     import torch
 
-    from coatnet_deploy.models import build_model, model_info
-
     cfg = ctx.cfg
-    info = model_info(cfg.model)
-    ctx.image_size = cfg.image_size or info.default_image_size
+    info = ctx.source
+    ctx.image_size = info.image_size
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes=cfg.num_classes, image_size=ctx.image_size, weights=cfg.weights, seed=cfg.seed)
+    model = info.build(seed=cfg.seed)
     ctx.versions["torch"] = torch.__version__
     return model, info
 
 
-def _labels(cfg: ExportConfig, num_classes: int) -> list[str] | None:
-    if not cfg.labels:
-        return None
-    p = Path(cfg.labels)
-    if not p.is_file():
-        raise UserError(f"labels file '{cfg.labels}' not found", "--labels must name a text file", "pass a file with one class name per line")
-    try:
-        names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except UnicodeDecodeError:
-        raise UserError(f"labels file '{cfg.labels}' is not UTF-8 text", "it could not be decoded", "save it as UTF-8, one class name per line") from None
-    if len(names) != num_classes:
-        raise UserError(f"labels file '{cfg.labels}' has {len(names)} names", f"the model has {num_classes} classes",
-                        "give one name per class, or pass --num-classes to match")
-    return names
-
-
 def _preprocess_cfg(info, image_size: int):
-    from coatnet_deploy.preprocess import PreprocessConfig
-
-    return PreprocessConfig.for_size(image_size, info.crop_pct, info.interpolation, tuple(info.mean), tuple(info.std))
+    assert image_size == info.image_size  # info: models.ModelSource
+    return info.preprocess
 
 
 def _golden(ctx: _Ctx, model, info) -> None:
@@ -244,10 +227,10 @@ def _onnx(ctx: _Ctx, model, info) -> Path:
     path = ctx.work / "model.fp32.onnx"
     meta = {
         "coatnet_deploy.version": __version__,
-        "model": cfg.model,
+        "model": info.name,
         "image_size": str(ctx.image_size),
         "preprocess": _json(_preprocess_cfg(info, ctx.image_size).to_dict()),
-        "labels": _json(_labels(cfg, _num_classes(model))),
+        "labels": _json(info.labels),
     }
     facts = onnx_from_model(model, path, ctx.image_size, cfg.opset, meta)
     ctx.versions["onnx"] = onnx.__version__
@@ -371,9 +354,8 @@ def _accuracy_budget(ctx: _Ctx, graph: Path, plan, ranking, quantize):
     if cfg.eval_images:
         from coatnet_deploy.calibration import EvalSet
         from coatnet_deploy.compare import accuracy
-        from coatnet_deploy.models import model_info
 
-        evalset = EvalSet(cfg.eval_images, _preprocess_cfg(model_info(cfg.model), ctx.image_size), labels=_labels(cfg, ctx.ref_logits.shape[1]))
+        evalset = EvalSet(cfg.eval_images, _preprocess_cfg(ctx.source, ctx.image_size), labels=ctx.source.labels)
         xs, ys = zip(*evalset.batches(ctx.batch[2]))
         x, y = np.concatenate(xs), np.concatenate(ys)
         with OnnxRuntimeRunner(str(graph), threads=cfg.threads) as r:
@@ -640,8 +622,7 @@ def _accuracy(ctx: _Ctx, factory, info, final: ParityResult) -> None:
     from coatnet_deploy.compare import accuracy
 
     cfg = ctx.cfg
-    labels = _labels(cfg, ctx.ref_logits.shape[1])
-    evalset = EvalSet(cfg.eval_images, _preprocess_cfg(info, ctx.image_size), labels=labels)
+    evalset = EvalSet(cfg.eval_images, _preprocess_cfg(info, ctx.image_size), labels=info.labels)
     ref_out, eng_out, ys = [], [], []
     with TorchRunner(ctx.model, device=ctx.report["reference"]["device"], dtype="fp32", threads=cfg.threads) as ref, factory() as eng:
         for xb, yb in evalset.batches(ctx.batch[2]):
@@ -679,8 +660,6 @@ def _write_bundle(ctx: _Ctx, status: str, final: ParityResult, info) -> None:
     num_classes = int(ctx.ref_logits.shape[1])
     np.savez_compressed(ctx.out.path("golden.npz"), inputs=ctx.golden, reference_logits=ctx.ref_logits,
                         names=np.array(ctx.golden_names))
-    from coatnet_deploy.models.weights import weights_sha256
-
     pp = _preprocess_cfg(info, ctx.image_size).to_dict()
     report = ctx.report
     report.update({
@@ -688,7 +667,7 @@ def _write_bundle(ctx: _Ctx, status: str, final: ParityResult, info) -> None:
         "status": status,
         "target": cfg.target,
         "precision": cfg.precision,
-        "model": cfg.model,
+        "model": info.name,
         "parity": final.to_dict(),
         "stages": ctx.stages,
         "stage_times_s": ctx.timings,
@@ -699,9 +678,7 @@ def _write_bundle(ctx: _Ctx, status: str, final: ParityResult, info) -> None:
     report.setdefault("reference_note", None)
     ctx.manifest.update({
         "tool": {"name": "coatnet-deploy", "version": __version__},
-        "model": {"name": cfg.model, "timm_name": info.timm_name, "num_classes": num_classes,
-                  "labels": _labels(cfg, num_classes), "weights_sha256": weights_sha256(cfg.weights) if cfg.weights else None,
-                  "weights_note": None if cfg.weights else f"random init, seed {cfg.seed}", "image_size": ctx.image_size},
+        "model": {**info.manifest_model(cfg.seed), "num_classes": num_classes, "image_size": ctx.image_size},
         "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32",
                   "shape": [[ctx.batch[0], ctx.batch[2]], 3, ctx.image_size, ctx.image_size],
                   "batch": {"min": ctx.batch[0], "opt": ctx.batch[1], "max": ctx.batch[2]}},
@@ -754,16 +731,6 @@ def _gpu_name() -> str | None:
     except Exception:  # noqa: BLE001 - a broken CUDA install means "no GPU" for the report
         return None
     return None
-
-
-def _num_classes(model) -> int:
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int):
-        return n
-    import torch
-
-    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    return int(last.out_features)
 
 
 def _json(v: Any) -> str:

@@ -39,7 +39,7 @@ def test_folder_gives_what_config_json_says(form):
                                                                               "bicubic", "center")
     assert pp.resize == 73 and pp.crop == 64  # floor(64 / 0.875), as timm's transform says
     assert set(src.provenance.values()) == {"config.json"}
-    assert src.weights_format == "timm save_for_hf folder (model.safetensors)"
+    assert src.weights_format == "timm save_for_hf folder" and src.weights_file.endswith("model.safetensors")
     assert src.weights_sha256 == META["sha256"]["hf_folder/model.safetensors"]
     assert src.state_dict_key is None and src.ema is False
 
@@ -182,7 +182,7 @@ def test_predict_and_inspect_show_the_folder(capsys, folder_bundle):
     assert all(name in out for name in META["labels"])
     rc, out, _ = cli_in_process(capsys, "inspect", folder_bundle)
     assert rc == 0
-    assert "timm save_for_hf folder (model.safetensors)" in out and "mean: config.json" in out
+    assert "timm save_for_hf folder: model.safetensors" in out and "mean: config.json" in out
     assert "crop_mode: config.json" in out and "tabby cat" in out
     rc, out, _ = cli_in_process(capsys, "inspect", folder_bundle, "--json")
     assert json.loads(out)["provenance"]["labels"] == "config.json"

@@ -166,7 +166,7 @@ def resolve_model_source(cfg: Any = None, *, model: Optional[str] = None, weight
         folder = _folder_of(weights)
         if folder is not None:
             stated, tensor_file = _read_folder(folder)
-            fmt = f"timm save_for_hf folder ({os.path.basename(tensor_file)})"
+            fmt = "timm save_for_hf folder"
             if ema:
                 raise UserError(f"--ema given, but {folder} has no EMA weights",
                                 "a save_for_hf folder holds one state dict", "drop --ema")

@@ -40,13 +40,15 @@ def _variant(name: str) -> Variant:
     try:
         return table[name]
     except (KeyError, TypeError):
-        raise UserError(f"unknown model {name!r}", f"valid models: {', '.join(table)}",
+        raise UserError(f"unknown model {name!r}", f"valid models: {', '.join(list_models())}",
                         "pick one of those (see 'coatnet-deploy models')") from None
 
 
 def list_models() -> list:
-    """-> variant names, in table order."""
-    return list(_variants())
+    """-> variant names in table order: timm's variants as their family files list them, then this
+    project's own (no timm name) by name."""
+    table = _variants()
+    return [n for n, v in table.items() if v.info.timm_name] + sorted(n for n, v in table.items() if not v.info.timm_name)
 
 
 def model_info(name: str) -> ModelInfo:

@@ -26,8 +26,11 @@ GATE_KEYS = ("cosine_min", "max_abs_err", "mean_abs_err", "top1_agreement", "top
 
 @dataclass
 class ExportConfig:
-    model: str = "coatnet_0_rw_224"
+    # None: the architecture --weights names (a timm folder or train.py checkpoint), else coatnet_0_rw_224
+    model: str | None = None
     weights: str | None = None
+    # False (timm's validate.py default): the trained weights; the EMA copy only when asked for
+    ema: bool = False
     num_classes: int | None = None
     labels: str | None = None
     image_size: int | None = None
@@ -78,8 +81,11 @@ class ExportConfig:
         merged.update(self.gates.get(self.precision, {}) if _nested_gates(self.gates) else self.gates)
         return merged
 
-    def default_output(self) -> str:
-        return str(Path("bundles") / f"{self.model}-{self.target}-{self.precision}")
+    def default_output(self, model: str | None = None) -> str:
+        """bundles/<model>-<target>-<precision>; ``model``: the resolved variant when the flags name none."""
+        from coatnet_deploy.models.source import DEFAULT_MODEL
+
+        return str(Path("bundles") / f"{model or self.model or DEFAULT_MODEL}-{self.target}-{self.precision}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -88,8 +94,11 @@ class ExportConfig:
 
 # name -> (accepted python types, help). The help text documents export_configs/*.yaml.
 FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "model": ((str,), "variant name from `coatnet-deploy models`"),
-    "weights": ((str, type(None)), ".safetensors or torch checkpoint (weights_only); null = seeded random init"),
+    "model": ((str, type(None)), "variant name from `coatnet-deploy models`; null = the one --weights names, else coatnet_0_rw_224"),
+    "weights": ((str, type(None)), ".safetensors, torch state dict or timm train.py checkpoint (weights_only), or a timm "
+                                   "save_for_hf folder / its config.json; null = seeded random init"),
+    "ema": ((bool,), "take the checkpoint's EMA weights (state_dict_ema, then model_ema); false = the trained weights, "
+                     "as timm's validate.py without --use-ema"),
     "num_classes": ((int, type(None)), "head size; inferred from the weights when null"),
     "labels": ((str, type(None)), "text file with one class name per line"),
     "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),

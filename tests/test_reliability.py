@@ -100,13 +100,24 @@ def test_sigkill_at_any_point_keeps_the_old_bundle(tmp_path):
 
 
 def test_failed_late_export_keeps_old_bundle(tmp_path):
-    # A labels file with the wrong count is found at the ONNX step, after the model was built.
+    import torch
+
+    from coatnet_deploy.models import build_model
+
     d = copy_bundle(tmp_path / "out" / "bundle")
     created = verify_bundle(d)["created"]
+    # A labels file with the wrong count is refused before anything is staged.
     bad = tmp_path / "labels.txt"
     bad.write_text("only\nthree\nnames\n")
     with pytest.raises(UserError, match="3 names"):
         export_tiny(d, labels=str(bad))
+    _assert_old_bundle(d, created)
+    # Weights that do not fit are found while the reference model is built, inside the staged export.
+    sd = build_model("coatnet_tiny", num_classes=10).state_dict()
+    sd.pop("stem.conv1.weight")
+    torch.save(sd, tmp_path / "short.pth")
+    with pytest.raises(UserError, match="do not fit"):
+        export_tiny(d, weights=str(tmp_path / "short.pth"))
     _assert_old_bundle(d, created)
 
 

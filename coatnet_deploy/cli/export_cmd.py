@@ -13,8 +13,10 @@ from coatnet_deploy.errors import EXIT_GATE_FAILED, EXIT_OK
 @cli.command("export")
 @click.option("--config", "config_file", type=str,
               help="YAML file, or a shipped config's name (e.g. openvino-int8; `coatnet-deploy targets` lists them); flags override it.")
-@click.option("--model", type=str, help="Variant from `coatnet-deploy models` (default coatnet_0_rw_224).")
-@click.option("--weights", type=str, help=".safetensors or torch checkpoint (read with weights_only=True).")
+@click.option("--model", type=str, help="Variant from `coatnet-deploy models` (default: the one --weights names, else coatnet_0_rw_224).")
+@click.option("--weights", type=str, help=".safetensors, torch state dict or timm train.py checkpoint (read with weights_only=True), "
+                                          "or a timm save_for_hf folder (or its config.json).")
+@click.option("--ema", is_flag=True, default=None, help="Take the checkpoint's EMA weights (default: the trained weights).")
 @click.option("--num-classes", type=int, help="Head size (inferred from --weights).")
 @click.option("--labels", type=str, help="Text file, one class name per line.")
 @click.option("--image-size", type=int, help="Square input size, multiple of 32 from 64.")
@@ -62,7 +64,7 @@ def export_cmd(config_file, as_json, **flags):
                    "stages": [{k: v for k, v in s.items()} for s in rep["stages"]]})
     else:
         p = rep["parity"]
-        click.echo(f"{result.status}: {cfg.model} -> {cfg.target}/{cfg.precision}  bundle {result.bundle}")
+        click.echo(f"{result.status}: {result.manifest['model']['name']} -> {cfg.target}/{cfg.precision}  bundle {result.bundle}")
         click.echo(f"  parity   cos_min {p['cosine_min']:.6f}  max_abs {p['max_abs_err']:.3g}  top1 {p['top1_agreement']:.3f}  top5 {p['top5_agreement']:.3f}")
         lat = rep.get("latency")
         if lat:

@@ -56,7 +56,6 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
     """Write golden data, reports and manifest into the staging directory -> (report, manifest)."""
     from coatnet_deploy.bundle import artifact_entries
     from coatnet_deploy.host import environment
-    from coatnet_deploy.models.weights import weights_sha256
 
     versions = versions_of(graphs, checks, engine)
     golden_block = write_golden(writer, golden)
@@ -67,7 +66,7 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
         "status": status,
         "target": cfg.target,
         "precision": cfg.precision,
-        "model": cfg.model,
+        "model": plan.source.name,
         "reference": reference_entry,
         "reference_note": ref.note,
         "parity": final.to_dict(),
@@ -101,9 +100,7 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
         **({"precision_details": precision.details} if precision.details else {}),
         "engine": engine_block,
         "tool": {"name": "coatnet-deploy", "version": __version__},
-        "model": {"name": cfg.model, "timm_name": plan.info.timm_name, "num_classes": num_classes, "labels": plan.labels,
-                  "weights_sha256": weights_sha256(cfg.weights) if cfg.weights else None,
-                  "weights_note": None if cfg.weights else f"random init, seed {cfg.seed}", "image_size": plan.image_size},
+        "model": {**plan.source.manifest_model(cfg.seed), "num_classes": num_classes, "image_size": plan.image_size},
         "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32",
                   "shape": [[plan.batch[0], plan.batch[2]], 3, plan.image_size, plan.image_size],
                   "batch": {"min": plan.batch[0], "opt": plan.batch[1], "max": plan.batch[2]}},

@@ -20,7 +20,7 @@ from coatnet_deploy.compare import ParityResult
 class ExportPlan:
     """What preflight settled before any heavy work: the model's facts, sizes, target, calibration."""
 
-    info: Any  # models.ModelInfo
+    source: Any  # models.ModelSource: variant, classes, labels, size, preprocessing, weights, provenance
     image_size: int
     batch: tuple[int, int, int]
     preprocess: Any  # preprocess.PreprocessConfig

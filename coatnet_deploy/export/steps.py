@@ -29,17 +29,16 @@ SIMPLIFY_TOLERANCE = 1e-4
 def preflight(cfg: ExportConfig) -> ExportPlan:
     """Refuse bad input before any heavy work or progress output: target, model, sizes, files, calibration."""
     from coatnet_deploy import targets
-    from coatnet_deploy.models import model_info, validate_image_size
-    from coatnet_deploy.preprocess import PreprocessConfig
+    from coatnet_deploy.models import resolve_model_source
 
     target = targets.get(cfg.target)
     target.require(cfg.precision, cfg.defer_build)
     batch = cfg.batch_range()
-    info = model_info(cfg.model)
-    image_size = validate_image_size(cfg.image_size or info.default_image_size)
+    source = resolve_model_source(cfg)  # the flags, and what a timm folder or checkpoint says
+    image_size = source.image_size
     options = target.option_values(cfg.target_options.get(target.name))
     target.preflight(cfg, options, batch, image_size)
-    for key, kind in (("weights", "file"), ("labels", "file"), ("images", "dir"), ("eval_images", "dir")):
+    for key, kind in (("images", "dir"), ("eval_images", "dir")):  # weights, labels: checked by the source
         value = getattr(cfg, key)
         if value is None:
             continue
@@ -48,32 +47,16 @@ def preflight(cfg: ExportConfig) -> ExportPlan:
             flag = "--" + key.replace("_", "-")
             raise UserError(f"{flag} '{value}' not found", f"it must name an existing {'file' if kind == 'file' else 'directory'}",
                             f"check the path given to {flag}")
-    labels = read_labels(cfg.labels) if cfg.labels else None
-    pre = PreprocessConfig.for_size(image_size, info.crop_pct, info.interpolation, tuple(info.mean), tuple(info.std))
+    pre = source.preprocess
     calibration = None
     if cfg.precision == "int8":
         from coatnet_deploy.calibration import CalibrationSet, default_calibration_dir
 
         calibration = CalibrationSet(cfg.calibration or str(default_calibration_dir()), pre)
         calibration.select(cfg.calibration_samples or None, cfg.seed)
-    return ExportPlan(info=info, image_size=image_size, batch=batch, preprocess=pre, target=target, options=options,
-                      gates=cfg.gate_thresholds(), output=cfg.output or cfg.default_output(), calibration=calibration, labels=labels)
-
-
-def read_labels(path: str) -> list[str]:
-    p = Path(path)
-    try:
-        names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except UnicodeDecodeError:
-        raise UserError(f"labels file '{path}' is not UTF-8 text", "it could not be decoded", "save it as UTF-8, one class name per line") from None
-    return names
-
-
-def check_labels(labels: list[str] | None, path: str | None, num_classes: int) -> list[str] | None:
-    if labels is not None and len(labels) != num_classes:
-        raise UserError(f"labels file '{path}' has {len(labels)} names", f"the model has {num_classes} classes",
-                        "give one name per class, or pass --num-classes to match")
-    return labels
+    return ExportPlan(source=source, image_size=image_size, batch=batch, preprocess=pre, target=target, options=options,
+                      gates=cfg.gate_thresholds(), output=cfg.output or cfg.default_output(source.name), calibration=calibration,
+                      labels=source.labels)
 
 
 def calibration_record(calib, cfg: ExportConfig, say: Say) -> dict[str, Any]:
@@ -92,15 +75,12 @@ def reference_model(cfg: ExportConfig, plan: ExportPlan) -> Reference:
     import torch
 
     from coatnet_deploy.backends.torch_ref import resolve_reference_device
-    from coatnet_deploy.models import build_model
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes=cfg.num_classes, image_size=plan.image_size, weights=cfg.weights, seed=cfg.seed)
+    model = plan.source.build(seed=cfg.seed)
     device = resolve_reference_device(cfg.reference)
-    num_classes = _num_classes(model)
-    check_labels(plan.labels, cfg.labels, num_classes)
     note = None if cfg.weights else f"random init (no --weights), seed {cfg.seed}"
-    return Reference(model=model, device=device, num_classes=num_classes, note=note)
+    return Reference(model=model, device=device, num_classes=plan.source.num_classes, note=note)
 
 
 def golden_set(cfg: ExportConfig, plan: ExportPlan, ref: Reference) -> tuple[GoldenSet, dict[str, Any]]:
@@ -153,7 +133,7 @@ def onnx_graph(cfg: ExportConfig, plan: ExportPlan, ref: Reference, golden: Gold
     from coatnet_deploy.stages import check_batch_range, onnx_from_model
 
     path = work / "model.fp32.onnx"
-    meta = {"coatnet_deploy.version": __version__, "model": cfg.model, "image_size": str(plan.image_size),
+    meta = {"coatnet_deploy.version": __version__, "model": plan.source.name, "image_size": str(plan.image_size),
             "preprocess": json.dumps(plan.preprocess.to_dict(), sort_keys=True), "labels": json.dumps(plan.labels, sort_keys=True)}
     facts = onnx_from_model(ref.model, path, plan.image_size, cfg.opset, meta)
     check = check_onnx("onnx", path, golden, cfg, plan, say, on_open=lambda r: facts.update(check_batch_range(r, plan.image_size, plan.batch)))
@@ -398,13 +378,3 @@ def _peak_rss_mb() -> float | None:
     except (OSError, ValueError):
         return None
     return None
-
-
-def _num_classes(model) -> int:
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int):
-        return n
-    import torch
-
-    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    return int(last.out_features)

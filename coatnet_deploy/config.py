@@ -56,7 +56,7 @@ class ExportConfig:
     int8_method: str = "auto"
     calibrate_method: str = "minmax"
     gates: dict = field(default_factory=dict)
-    #: each target's own config section ({"tensorrt": {"workspace_mb": 4096}}), keyed by target name
+    #: each target's own config section, keyed by the target's name (e.g. its builder settings)
     target_options: dict = field(default_factory=dict)
 
     @classmethod

@@ -20,14 +20,20 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def cpu_has_vnni(flags: set[str] | None = None) -> bool:
+def cpu_has_vnni(flags: set[str] | None = None, onednn: bool = False) -> bool:
     """True when the CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX-INT8).
 
     Without one, x86 int8 kernels multiply u8 x s8 pairs with ``pmaddubsw``, which adds two
     products in int16 and saturates: full-range int8 weights then lose signal.
+    ``onednn``: for runtimes built on oneDNN (OpenVINO's CPU plugin), which honour the
+    ``ONEDNN_MAX_CPU_ISA`` cap: capped below VNNI, they run as on a CPU without it.
     """
     flags = cpu_flags() if flags is None else flags
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    has = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() if onednn else ""
+    if cap and cap != "ALL" and not any(w in cap for w in ("VNNI", "AMX", "BF16", "FP16")):
+        return False
+    return has
 
 
 def cpu_name() -> str:

@@ -19,6 +19,17 @@ from coatnet_deploy.targets.base import EngineBuild, EngineJob, Target
 
 FILES = ["model.xml", "model.bin"]
 INT8_METHODS = ("nncf", "qdq")
+# OpenVINO 2026.4's CPU plugin runs a dynamic-batch INT8 model wrong on AMX-INT8 CPUs once the batch
+# shrinks after a larger one (seen: cosine 0.24-0.71 for batch 2 or 1 after batch 4; right with
+# ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI, and right with one compiled model per batch size). INT8
+# engines therefore compile per batch size; float engines keep the dynamic batch.
+STATIC_BATCH_NOTE = "INT8 compiled per batch size: a dynamic-batch INT8 model runs wrong on AMX CPUs after the batch shrinks"
+
+
+def static_batch(manifest: dict[str, Any]) -> bool:
+    """Whether a bundle's OpenVINO engine compiles per batch size (INT8; also bundles that predate the key)."""
+    engine = manifest.get("engine") or {}
+    return bool(engine.get("static_batch", manifest.get("precision") == "int8"))
 
 
 @register
@@ -55,7 +66,7 @@ class OpenVINOTarget(Target):
         if precision == "int8":
             # The attention MatMuls (activation x activation) stay float for OpenVINO: its CPU plugin
             # lost most of their signal in per-tensor int8 where ONNX Runtime ran the same file right.
-            return recipes.tensorrt_qdq_recipe(reduce_range=not cpu_has_vnni(), keep_attention_matmuls_float=True)
+            return recipes.tensorrt_qdq_recipe(reduce_range=not cpu_has_vnni(onednn=True), keep_attention_matmuls_float=True)
         return recipes.default_recipe(precision)
 
     # -- build --------------------------------------------------------------------------------
@@ -76,7 +87,7 @@ class OpenVINOTarget(Target):
             if nncf_version:
                 versions["nncf"] = nncf_version
             engine = {"runtime": "openvino", "files": FILES, "int8_method": method, "int8_candidates": candidates,
-                      "inference_precision_hint": hint}
+                      "inference_precision_hint": hint, "static_batch": True, "static_batch_note": STATIC_BATCH_NOTE}
             report["openvino_int8_candidates"] = candidates
             if job.revision is not None:
                 report["openvino_int8_fallback"] = job.revision
@@ -85,7 +96,9 @@ class OpenVINOTarget(Target):
             ir_from_onnx(str(job.float_graph), str(job.bundle_dir), compress_to_fp16=fp16)
             hint = "f16" if fp16 else "f32"
             engine = {"runtime": "openvino", "files": FILES, "inference_precision_hint": hint, **({"weights": "fp16"} if fp16 else {})}
-        return EngineBuild(engine=engine, runner=lambda: OpenVINORunner(str(xml), threads=threads, inference_precision=hint),
+        static = bool(engine.get("static_batch"))
+        return EngineBuild(engine=engine, runner=lambda: OpenVINORunner(str(xml), threads=threads, inference_precision=hint,
+                                                                        static_batch=static),
                            report=report, versions=versions)
 
     def _int8(self, job: EngineJob):
@@ -139,7 +152,7 @@ class OpenVINOTarget(Target):
                 nncf_version = nncf.__version__
             else:
                 xml, _ = qdq_ir(job.precision.path, d)
-            with OpenVINORunner(str(xml), threads=cfg.threads, inference_precision="f32") as r:
+            with OpenVINORunner(str(xml), threads=cfg.threads, inference_precision="f32", static_batch=True) as r:
                 out = run_batched(r, job.golden, job.batch[2])
             res = compare(job.reference_logits, out, job.gates)
             on_pick = compare(job.reference_logits[pick], out[pick], job.gates)
@@ -168,8 +181,9 @@ class OpenVINOTarget(Target):
         from coatnet_deploy.backends.openvino import OpenVINORunner
 
         hint = (manifest.get("engine") or {}).get("inference_precision_hint", "f32")
-        return (OpenVINORunner(str(Path(bundle) / "model.xml"), threads=threads, inference_precision=hint, mode=mode),
-                f"openvino on model.xml ({hint})")
+        static = static_batch(manifest)
+        return (OpenVINORunner(str(Path(bundle) / "model.xml"), threads=threads, inference_precision=hint, mode=mode, static_batch=static),
+                f"openvino on model.xml ({hint}{', compiled per batch size' if static else ''})")
 
 
 def choose_candidate(candidates: dict[str, Any]) -> str:

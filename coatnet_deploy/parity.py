@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from coatnet_deploy.bundle import verify_bundle
-from coatnet_deploy.compare import compare
+from coatnet_deploy.compare import GATE_SAMPLES, compare, gate_mask
 from coatnet_deploy.errors import UserError
 
 
@@ -31,12 +31,29 @@ def check_bundle(bundle: str | Path, images: str | None = None, threads: int | N
     runner, what = open_runner(root, manifest, threads=threads)
     with runner:
         out = np.concatenate([runner.infer(golden["inputs"][i:i + max_batch]) for i in range(0, len(golden["inputs"]), max_batch)])
-        res = compare(golden["reference_logits"], out, manifest.get("gates", {}))
+        names = [str(n) for n in golden["names"]] if "names" in golden else [f"sample:{i}" for i in range(len(out))]
+        which = manifest.get("gate_samples", "all")  # bundles before gate_samples gated every sample
+        if which not in GATE_SAMPLES:
+            raise UserError(f"bundle '{bundle}': manifest.json has gate_samples {which!r}", f"valid values: {', '.join(GATE_SAMPLES)}",
+                            "export the bundle again")
+        res = compare(golden["reference_logits"], out, _known_gates(bundle, manifest), gated=gate_mask(names, which), names=names,
+                      gate_samples=which)
         result: dict[str, Any] = {"bundle": str(root), "runs": what, "status": "PASSED" if res.passed else "FAILED",
                                   "parity": res.to_dict(per_sample=False)}
         if images:
             result["images"] = _images_vs_onnx(root, manifest, runner, images, threads, max_batch)
     return result
+
+
+def _known_gates(bundle, manifest: dict[str, Any]) -> dict[str, float]:
+    from coatnet_deploy.compare import GATE_DIRECTION
+
+    gates = manifest.get("gates", {})
+    unknown = [g for g in gates if g not in GATE_DIRECTION]
+    if unknown:
+        raise UserError(f"bundle '{bundle}': manifest.json has unknown gate {unknown[0]!r}", f"known gates: {', '.join(GATE_DIRECTION)}",
+                        "upgrade coatnet-deploy or export the bundle again")
+    return gates
 
 
 def _images_vs_onnx(root: Path, manifest: dict[str, Any], runner, images: str, threads: int | None, max_batch: int) -> dict[str, Any]:

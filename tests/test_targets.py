@@ -72,17 +72,19 @@ def test_target_options_are_validated_per_target(tmp_path):
         make_config(str(config_file(tmp_path, tensorrt=3)), {})
 
 
-def _cand(passed, top1, cos):
-    return {"score": {"passed": passed, "top1_agreement": top1, "cosine_min": cos}}
+def _cand(passed, top1, cos, p50=None):
+    c = {"passed": passed, "top1_agreement": top1, "cosine_mean": cos}
+    return c if p50 is None else {**c, "p50_ms_b1": p50}
 
 
 def test_openvino_int8_candidate_choice():
     from coatnet_deploy.targets.openvino import choose_candidate
 
-    assert choose_candidate({"nncf": _cand(False, 1.0, 0.999), "qdq": _cand(True, 0.8, 0.98)}) == "qdq"  # gates first
-    assert choose_candidate({"nncf": _cand(True, 1.0, 0.99), "qdq": _cand(True, 0.9, 0.999)}) == "nncf"  # then top-1
-    assert choose_candidate({"nncf": _cand(True, 1.0, 0.995), "qdq": _cand(True, 1.0, 0.99)}) == "nncf"  # then cosine
-    assert choose_candidate({"nncf": _cand(True, 1.0, 0.99), "qdq": _cand(True, 1.0, 0.99)}) == "qdq"  # tie: the shared file
+    assert choose_candidate({"nncf": _cand(False, 1.0, 0.999, 5), "qdq": _cand(True, 0.8, 0.98, 9)}) == "qdq"  # gates first
+    assert choose_candidate({"nncf": _cand(True, 0.9, 0.99, 5), "qdq": _cand(True, 1.0, 0.999, 6)}) == "nncf"  # then speed
+    assert choose_candidate({"nncf": _cand(True, 1.0, 0.99, 6), "qdq": _cand(True, 1.0, 0.99, 6)}) == "qdq"  # tie: the shared file
+    assert choose_candidate({"nncf": _cand(False, 0.9, 0.99), "qdq": _cand(False, 0.8, 0.999)}) == "nncf"  # none: the closer
+    assert choose_candidate({"nncf": _cand(False, 0.9, 0.99), "qdq": _cand(False, 0.9, 0.97)}) == "nncf"
     assert choose_candidate({"nncf": _cand(False, 0.2, 0.1)}) == "nncf"
 
 

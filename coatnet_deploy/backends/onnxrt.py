@@ -158,3 +158,76 @@ class OnnxRuntimeRunner(Runner):
             s["optimized_model"] = str(self.optimized_model_out)
             s["optimized_model_portable"] = self.optimization != "all"
         return s
+
+
+# -- what runs in int8: read from ORT itself --------------------------------------------------------
+
+#: ops ORT runs with int8 kernels, and the float ops that do the same work (matmul-like compute)
+INT8_COMPUTE_OPS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm", "MatMulIntegerToFloat",
+                    "DynamicQuantizeMatMul", "QAttention")
+FLOAT_COMPUTE_OPS = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm", "ConvTranspose")
+
+
+def _precision_of(op: str) -> str:
+    return "int8" if op in INT8_COMPUTE_OPS or op.startswith("QLinear") else "float"
+
+
+def op_census(optimized_model: str | Path) -> dict[str, Any]:
+    """The graph ORT runs (a model saved by ``save_optimized_model``) -> op census (report.op_census).
+
+    ``by_op``: every op type with the precision its kernel computes in; ``int8_share``: the fraction of
+    the matmul-like compute nodes (Conv, MatMul, Gemm and their fused / QLinear forms) that run int8.
+    """
+    import onnx
+
+    from collections import Counter
+
+    m = onnx.load(str(optimized_model), load_external_data=False)
+    counts = Counter(n.op_type for n in m.graph.node)
+    by_op = [{"op": op, "precision": _precision_of(op), "count": n, "compute": op in INT8_COMPUTE_OPS or op in FLOAT_COMPUTE_OPS}
+             for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    int8 = sum(r["count"] for r in by_op if r["compute"] and r["precision"] == "int8")
+    flt = sum(r["count"] for r in by_op if r["compute"] and r["precision"] == "float")
+    return {"runtime": "onnxruntime", "source": f"{Path(optimized_model).name} (the graph ORT optimized for this CPU)",
+            "by_op": by_op, "int8_compute_nodes": int8, "float_compute_nodes": flt,
+            "int8_share": int8 / (int8 + flt) if int8 + flt else 0.0,
+            "note": "QLinear*/MatMulInteger/QGemm run int8 kernels; Conv/FusedConv/MatMul/FusedMatMul/Gemm run float"}
+
+
+def profile_by_op(model: str | Path, batch: np.ndarray, threads: int | None = None, optimization: str = "disable",
+                  runs: int = 5) -> dict[str, Any]:
+    """Per-op-type kernel time of ``runs`` inferences on ``batch`` (ORT's own profiler) -> report.profile."""
+    import json as _json
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    from collections import defaultdict
+
+    opts = session_options(threads, optimization)
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
+        opts.profile_file_prefix = os.path.join(tmp, "p")
+        sess = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        sess.run(None, {name: x})  # warm-up; its events are dropped below
+        for _ in range(runs):
+            sess.run(None, {name: x})
+        events = _json.loads(Path(sess.end_profiling()).read_text())
+    runs_seen = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    first_end = runs_seen[0]["ts"] + runs_seen[0]["dur"] if runs_seen else 0
+    ms: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time") and e["ts"] >= first_end:
+            op = e["args"]["op_name"]
+            ms[op] += e["dur"] / 1000.0 / runs
+            count[op] += 1
+    total = sum(ms.values())
+    rows = [{"layer_type": op, "precision": _precision_of(op), "count": count[op] // runs, "ms": round(t, 4),
+             "share": t / total if total else 0.0, "compute": op in INT8_COMPUTE_OPS or op in FLOAT_COMPUTE_OPS}
+            for op, t in sorted(ms.items(), key=lambda kv: -kv[1])]
+    return {"runtime": "onnxruntime", "batch": int(x.shape[0]), "runs": runs, "total_ms": round(total, 4), "by_layer_type": rows,
+            "source": "onnxruntime profiler, kernel time per op type (mean over runs)"}

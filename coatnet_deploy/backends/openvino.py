@@ -277,3 +277,68 @@ class OpenVINORunner(Runner):
                 f"{self.effective_precision} (no {self.inference_precision} compute on this device)"
             ]
         return s
+
+
+# -- what runs in int8: read from OpenVINO itself ---------------------------------------------------
+
+#: runtime layer types that do the matmul-like work (their precision says whether int8 kernels run)
+COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "MatMul", "FullyConnected", "FullyConnectedQuantizedLegacy",
+                  "Deconvolution", "GroupDeconvolution")
+_INT8 = ("i8", "u8")
+
+
+def _is_compute(layer: str) -> bool:
+    return layer in COMPUTE_LAYERS or layer.startswith("FullyConnected")
+
+
+def op_census(runner: "OpenVINORunner") -> dict[str, Any]:
+    """A compiled runner's execution graph -> op census (report.op_census): runtime precision per layer type."""
+    by_op = []
+    for layer, per in runner.execution_precisions().items():
+        for precision, n in sorted(per.items()):
+            by_op.append({"op": layer, "precision": precision, "count": n, "compute": _is_compute(layer)})
+    by_op.sort(key=lambda r: (-r["count"], r["op"]))
+    int8 = sum(r["count"] for r in by_op if r["compute"] and r["precision"] in _INT8)
+    flt = sum(r["count"] for r in by_op if r["compute"] and r["precision"] not in _INT8)
+    return {"runtime": "openvino", "source": "the compiled model's execution graph (runtimePrecision per layer)",
+            "by_op": by_op, "int8_compute_nodes": int8, "float_compute_nodes": flt,
+            "int8_share": int8 / (int8 + flt) if int8 + flt else 0.0,
+            "note": "u8/i8: int8 kernels; f32/bf16/f16: float"}
+
+
+def profile_by_layer(xml: str | Path, batch: np.ndarray, threads: int | None = None, inference_precision: str | None = "f32",
+                     runs: int = 5) -> dict[str, Any]:
+    """Per-layer-type time of ``runs`` inferences on ``batch`` (OpenVINO's PERF_COUNT) -> report.profile.
+
+    The kernel name ends in its precision (``brgconv_avx512_amx_i8``): layers are grouped by type and that.
+    """
+    import openvino as ov
+
+    from collections import defaultdict
+
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    x = np.ascontiguousarray(batch, dtype=np.float32)
+    model.reshape({0: ov.PartialShape(list(x.shape))})
+    cfg: dict[str, Any] = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"}
+    if inference_precision:
+        cfg["INFERENCE_PRECISION_HINT"] = inference_precision
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    request = core.compile_model(model, "CPU", cfg).create_infer_request()
+    request.infer({0: x})
+    ms: dict[tuple[str, str], float] = defaultdict(float)
+    count: dict[tuple[str, str], int] = defaultdict(int)
+    for _ in range(runs):
+        request.infer({0: x})
+        for p in request.get_profiling_info():
+            if p.status != p.Status.EXECUTED:
+                continue
+            key = (p.node_type, p.exec_type.rsplit("_", 1)[-1].lower() if "_" in p.exec_type else p.exec_type)
+            ms[key] += p.real_time.total_seconds() * 1000.0 / runs
+            count[key] += 1
+    total = sum(ms.values())
+    rows = [{"layer_type": k[0], "precision": k[1], "count": count[k] // runs, "ms": round(t, 4), "share": t / total if total else 0.0,
+             "compute": _is_compute(k[0])} for k, t in sorted(ms.items(), key=lambda kv: -kv[1])]
+    return {"runtime": "openvino", "batch": int(x.shape[0]), "runs": runs, "total_ms": round(total, 4), "by_layer_type": rows,
+            "source": "OpenVINO PERF_COUNT, real time per layer type and kernel precision (mean over runs)"}

@@ -52,7 +52,7 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
                  reference_entry: dict[str, Any], graphs: tuple[GraphStage, GraphStage], precision: PrecisionGraph,
                  engine: EngineBuild, engine_settings: dict[str, Any], checks: list[StageCheck], final: ParityResult,
                  status: str, latency: Latency | None, accuracy: dict[str, Any] | None, calibration: dict[str, Any] | None,
-                 clock) -> tuple[dict[str, Any], dict[str, Any]]:
+                 inspection: dict[str, Any], clock) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write golden data, reports and manifest into the staging directory -> (report, manifest)."""
     from coatnet_deploy.bundle import artifact_entries
     from coatnet_deploy.host import environment
@@ -74,6 +74,8 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
     }
     report.update(precision.report)
     report.update(engine.report)
+    report.update({k: v for k, v in inspection.items() if k != "warnings"})
+    report["warnings"] = list(inspection.get("warnings", []))
     if latency is not None:
         report["latency"] = latency.engine
         if latency.engine is None:
@@ -111,6 +113,7 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
         "status": status,
         "golden": golden_block,
         "gates": dict(plan.gates),
+        "gate_samples": plan.gate_samples,
         "config": {**cfg.to_dict(), **({plan.target.name: plan.options} if plan.options else {})},
         "versions": versions,
         "created": created,

@@ -66,7 +66,8 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
             shutil.copyfile(prec.path, writer.path("model.onnx"))
             job = EngineJob(cfg=cfg, options=plan.options, bundle_dir=writer.dir, work=work, float_graph=graph.path, precision=prec,
                             golden=golden.inputs, golden_names=golden.names, reference_logits=golden.reference_logits, batch=plan.batch,
-                            image_size=plan.image_size, gates=plan.gates, calibration=plan.calibration, say=say, revision=revision)
+                            image_size=plan.image_size, gates=plan.gates, gate_samples=plan.gate_samples, calibration=plan.calibration,
+                            say=say, revision=revision)
             return target.build(job)
 
         engine = clock.run(f"{target.name} engine", build, precision)
@@ -80,8 +81,11 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
         settings: dict[str, Any] = {}
         engine_check = None
         if engine.runner is not None:
-            engine_check = clock.run("parity", steps.check_stage, "engine", target.name, engine.runner(), golden, plan.gates,
-                                     plan.batch[2], say, on_open=lambda r: settings.update(r.settings()))
+            engine_check = clock.run("parity", steps.check_stage, "engine", target.name, engine.runner(), golden, plan, say,
+                                     on_open=lambda r: settings.update(r.settings()))
+        inspection: dict[str, Any] = {}
+        if cfg.precision == "int8" and engine.runner is not None:
+            inspection = clock.run("int8 inspection", steps.int8_inspection, cfg, plan, golden, engine, graph.path, writer.dir, say)
         checks = [c for c in (plain.check, graph.check, quantized, engine_check) if c is not None]
         final = checks[-1].parity  # the last artifact decides the status
         latency = None
@@ -94,7 +98,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
         report, manifest = clock.run("bundle", documents.write_bundle, writer, cfg=cfg, plan=plan, ref=ref, golden=golden,
                                      reference_entry=reference_entry, graphs=(plain, graph), precision=precision, engine=engine,
                                      engine_settings=settings, checks=checks, final=final, status=status, latency=latency,
-                                     accuracy=accuracy, calibration=calibration, clock=clock)
+                                     accuracy=accuracy, calibration=calibration, inspection=inspection, clock=clock)
         path = writer.commit()
     say(f"bundle: {path} [{status}]")
     return ExportResult(bundle=path, status=status, report=report, manifest=manifest)

@@ -27,6 +27,7 @@ class ExportPlan:
     target: Any  # targets.Target
     options: dict[str, Any]  # the target's own config section, defaults filled in
     gates: dict[str, float]
+    gate_samples: str  # "all" | "images": which golden samples the gates read
     output: str
     calibration: Any = None  # calibration.CalibrationSet for int8
     labels: list[str] | None = None
@@ -50,10 +51,11 @@ class GoldenSet:
     names: list[str]
     reference_logits: np.ndarray
 
-    @property
-    def real(self) -> np.ndarray:
-        """Mask of the samples that are photographs (names 'image:...')."""
-        return np.array([n.startswith("image:") for n in self.names], dtype=bool)
+    def gated(self, gate_samples: str) -> np.ndarray:
+        """Mask of the samples the gates read ('images': the photographs, when there are any)."""
+        from coatnet_deploy.compare import gate_mask
+
+        return gate_mask(self.names, gate_samples)
 
 
 @dataclass

@@ -55,7 +55,7 @@ def preflight(cfg: ExportConfig) -> ExportPlan:
         calibration = CalibrationSet(cfg.calibration or str(default_calibration_dir()), pre)
         calibration.select(cfg.calibration_samples or None, cfg.seed)
     return ExportPlan(source=source, image_size=image_size, batch=batch, preprocess=pre, target=target, options=options,
-                      gates=cfg.gate_thresholds(), output=cfg.output or cfg.default_output(source.name), calibration=calibration,
+                      gates=cfg.gate_thresholds(), gate_samples=cfg.gated_samples(), output=cfg.output or cfg.default_output(source.name), calibration=calibration,
                       labels=source.labels)
 
 
@@ -88,7 +88,9 @@ def golden_set(cfg: ExportConfig, plan: ExportPlan, ref: Reference) -> tuple[Gol
     from coatnet_deploy.backends.torch_ref import TorchRunner
     from coatnet_deploy.stages import golden_inputs
 
-    inputs, names = golden_inputs(plan.preprocess, plan.image_size, cfg.images, cfg.golden_images, cfg.golden_random, cfg.seed)
+    # The user's own calibration folder is in-domain for their model: golden photos come from there too.
+    images = cfg.images or (cfg.calibration if cfg.calibration and Path(cfg.calibration).is_dir() else None)
+    inputs, names = golden_inputs(plan.preprocess, plan.image_size, images, cfg.golden_images, cfg.golden_random, cfg.seed)
     runner = TorchRunner(ref.model, device=ref.device, dtype="fp32", threads=cfg.threads)
     with runner:
         logits = runner.infer(inputs)
@@ -100,17 +102,18 @@ def golden_set(cfg: ExportConfig, plan: ExportPlan, ref: Reference) -> tuple[Gol
 
 # -- checking an artifact -------------------------------------------------------------------------
 
-def check_stage(stage: str, artifact: str, runner, golden: GoldenSet, gates: dict[str, float], max_batch: int, say: Say,
+def check_stage(stage: str, artifact: str, runner, golden: GoldenSet, plan: ExportPlan, say: Say,
                 on_open: Callable[[Any], None] | None = None) -> StageCheck:
-    """Run a runner on the golden inputs and compare with the reference's logits."""
+    """Run a runner on the golden inputs and compare with the reference's logits under the plan's gates."""
     from coatnet_deploy.stages import run_batched
 
     with runner:
         if on_open is not None:
             on_open(runner)
-        out = run_batched(runner, golden.inputs, max_batch)
+        out = run_batched(runner, golden.inputs, plan.batch[2])
         version = runner.settings().get("version")
-    res = compare(golden.reference_logits, out, gates)
+    res = compare(golden.reference_logits, out, plan.gates, gated=golden.gated(plan.gate_samples), names=golden.names,
+                  gate_samples=plan.gate_samples)
     say(f"[parity:{stage}] {res.summary()}")
     runtime = runner.framework or runner.name
     return StageCheck(stage=stage, artifact=artifact, runtime=runtime, parity=res, outputs=out,
@@ -121,7 +124,7 @@ def check_onnx(stage: str, path: Path, golden: GoldenSet, cfg: ExportConfig, pla
                on_open: Callable[[Any], None] | None = None) -> StageCheck:
     from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
 
-    return check_stage(stage, path.name, OnnxRuntimeRunner(str(path), threads=cfg.threads), golden, plan.gates, plan.batch[2], say, on_open)
+    return check_stage(stage, path.name, OnnxRuntimeRunner(str(path), threads=cfg.threads), golden, plan, say, on_open)
 
 
 # -- graphs ---------------------------------------------------------------------------------------
@@ -335,6 +338,62 @@ def dataset_accuracy(cfg: ExportConfig, plan: ExportPlan, ref: Reference, engine
     if "accuracy_drop" in plan.gates:
         apply_gates(final, plan.gates, extra={"accuracy_drop": acc["drop_top1"]})
     return acc
+
+
+# -- what really runs in int8 ---------------------------------------------------------------------
+
+#: below this share of its Conv/MatMul work in int8 kernels, an INT8 engine is mostly a float one
+MIN_INT8_SHARE = 0.5
+
+
+def int8_inspection(cfg: ExportConfig, plan: ExportPlan, golden: GoldenSet, engine, float_graph: Path, bundle_dir: Path,
+                    say: Say) -> dict[str, Any]:
+    """The runtime's own account of an INT8 engine -> report keys (op_census, profile, int8_speed, warnings).
+
+    Census: what the runtime runs in int8 and float by op type. Profile: batch-1 time by layer type.
+    Speed: the engine against the same runtime's float engine on the float graph, timed interleaved at
+    batch 1. A warning when most of the Conv/MatMul work runs in float, or the INT8 engine is slower.
+    """
+    from coatnet_deploy.bench import BenchConfig, compare_interleaved
+
+    target = plan.target
+    out: dict[str, Any] = {}
+    x1 = np.ascontiguousarray(golden.inputs[:1], dtype=np.float32)
+    runner = engine.runner()
+    with runner:
+        runner.infer(x1)  # engines that compile per batch size have nothing to read before their first call
+        census = target.op_census(bundle_dir, engine.engine, runner)
+    if census is not None:
+        out["op_census"] = census
+    prof = target.profile(bundle_dir, engine.engine, x1, cfg.threads)
+    if prof is not None:
+        compute = [r for r in prof["by_layer_type"] if r.get("compute")]
+        total = sum(r["ms"] for r in compute)
+        prof["int8_compute_time_share"] = sum(r["ms"] for r in compute if r["precision"] in ("int8", "i8", "u8")) / total if total else 0.0
+        out["profile"] = prof
+    baseline = target.float_runner(float_graph, cfg.threads)
+    if baseline is not None:
+        runners = {"int8": engine.runner(), "float": baseline}
+        bcfg = BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=10, min_time_s=0.2, max_time_s=5.0)
+        res = compare_interleaved(runners, x1, bcfg)
+        out["int8_speed"] = {"batch": 1, "engine_p50_ms": res["int8"].p50_ms, "float_engine_p50_ms": res["float"].p50_ms,
+                             "speedup_vs_float_engine": res["float"].p50_ms / res["int8"].p50_ms,
+                             "float_engine": f"{target.name} on the float32 graph", "iterations": res["int8"].iterations,
+                             "noisy": res["int8"].noisy or res["float"].noisy}
+    warnings = []
+    share = (prof or {}).get("int8_compute_time_share", (census or {}).get("int8_share"))
+    if share is not None and share < MIN_INT8_SHARE:
+        what = "of its Conv/MatMul time" if prof is not None else "of its Conv/MatMul nodes"
+        warnings.append(f"INT8 engine runs most of its Conv/MatMul work in float: only {share:.0%} {what} is in int8 kernels "
+                        f"(see op_census / profile)")
+    speed = out.get("int8_speed")
+    if speed is not None and speed["speedup_vs_float_engine"] < 1.0:
+        warnings.append(f"INT8 engine is slower than {target.name}'s float engine at batch 1: {speed['engine_p50_ms']:.2f} ms vs "
+                        f"{speed['float_engine_p50_ms']:.2f} ms (p50, interleaved)")
+    for w in warnings:
+        say(f"warning: {w}")
+    out["warnings"] = warnings
+    return out
 
 
 # -- measuring the steps --------------------------------------------------------------------------

@@ -1,9 +1,16 @@
-"""One explicit-Q/DQ INT8 ONNX that ONNX Runtime, OpenVINO and TensorRT all run.
+"""Explicit-Q/DQ INT8 ONNX, in the format the runtime that runs it fuses best.
 
-TensorRT decides INT8 from the Q/DQ nodes alone (11.x has no calibrator), and it is the strictest
-of the three, so the graph follows its rules: int8 (not uint8) everywhere, symmetric (every zero
-point 0), weights per output channel, activations per tensor, Q/DQ only in front of
-Conv / MatMul / Gemm, float biases (no int32 DQ). ``check_qdq_rules`` is the checker for those rules.
+``fmt="tensorrt"`` (the default): TensorRT decides INT8 from the Q/DQ nodes alone (11.x has no
+calibrator), and it is the strictest runtime, so the graph follows its rules: int8 (not uint8)
+everywhere, symmetric (every zero point 0), weights per output channel, activations per tensor, Q/DQ
+only in front of Conv / MatMul / Gemm, float biases (no int32 DQ). ``check_qdq_rules`` is the checker.
+ONNX Runtime and OpenVINO run this file too, but ONNX Runtime's CPU provider finds no pattern to fuse
+in it (no Q on the outputs): every convolution runs in float behind its Q/DQ pairs.
+
+``fmt="onnxruntime-cpu"``: ONNX Runtime's own QDQ placement for its CPU provider: uint8 asymmetric
+activations and int8 symmetric per-channel weights (the U8S8 kernels MLAS runs fastest on x86; its
+S8S8 path is several times slower without VNNI), outputs quantized too and int32 biases, so each
+DQ -> Conv -> Q fuses into one QLinearConv. The plan's float nodes stay float.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 from coatnet_deploy.precision.plan import QUANTIZABLE_OPS, PrecisionPlan, load_named
 
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+FORMATS = ("tensorrt", "onnxruntime-cpu")
 
 
 @dataclass
@@ -177,8 +185,9 @@ def qdq_from_onnx(
     max_samples: int | None = None,
     percentile: float = 99.999,
     reduce_range: bool = False,
+    fmt: str = "tensorrt",
 ) -> QuantResult:
-    """FP32 ONNX + calibration arrays ((3,H,W) or (N,3,H,W) float32) + plan -> INT8 Q/DQ ONNX.
+    """FP32 ONNX + calibration arrays ((3,H,W) or (N,3,H,W) float32) + plan -> INT8 Q/DQ ONNX in ``fmt``.
 
     ``reduce_range=True`` stores 7-bit weights (still int8, symmetric): CPUs without VNNI (AVX2,
     like the project machines) saturate int16 partial sums with full-range int8 weights in both
@@ -199,6 +208,8 @@ def qdq_from_onnx(
     if calibrate_method not in methods:
         raise UserError(f"unknown calibration method {calibrate_method!r}",
                         f"choose one of {', '.join(CALIBRATE_METHODS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown Q/DQ format {fmt!r} (one of {FORMATS})")
     source, n_batches = _calibration_source(calibration_arrays, seed, max_samples)
     if not n_batches:
         raise UserError("no calibration data", "INT8 needs representative images to set activation ranges",
@@ -221,28 +232,30 @@ def qdq_from_onnx(
         # skip_optimization: ORT's optimizer renames and fuses nodes (MatMul+Add -> Gemm), which
         # would break the plan's node names; shape inference is all quantize_static needs.
         quant_pre_process(str(named), str(prep), skip_optimization=True)
+        tensorrt = fmt == "tensorrt"
         extra = {
-            "ActivationSymmetric": True,
+            "ActivationSymmetric": tensorrt,
             "WeightSymmetric": True,
-            "QuantizeBias": False,
-            # Q/DQ on Conv/MatMul/Gemm outputs would feed BN/SiLU/Add/Softmax: inputs only.
-            "OpTypesToExcludeOutputQuantization": list(QUANTIZABLE_OPS),
-            # TensorRT fuses one Q/DQ into each consumer; a shared DQ feeding a float Add is not
-            # what the plan says (the stray consumers are rewired below as well).
-            "DedicatedQDQPair": True,
+            "QuantizeBias": not tensorrt,
             "ForceQuantizeNoInputCheck": False,
             "CalibPercentile": percentile,
             # Not "CalibMaxIntermediateOutputs": in ORT 1.32 it discards collected batches instead of
             # folding them into the ranges. MinMax keeps only per-tensor ReduceMin/ReduceMax outputs,
             # so memory stays small; the images themselves are streamed by the reader.
         }
+        if tensorrt:
+            # Q/DQ on Conv/MatMul/Gemm outputs would feed BN/SiLU/Add/Softmax: inputs only.
+            extra["OpTypesToExcludeOutputQuantization"] = list(QUANTIZABLE_OPS)
+            # TensorRT fuses one Q/DQ into each consumer; a shared DQ feeding a float Add is not
+            # what the plan says (the stray consumers are rewired below as well).
+            extra["DedicatedQDQPair"] = True
         quantize_static(
             str(prep), str(out_path), _reader(input_name, source),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZABLE_OPS),
             per_channel=True,
             reduce_range=reduce_range,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_quantize=list(plan.quantized_nodes),
             nodes_to_exclude=list(plan.excluded),
@@ -250,13 +263,14 @@ def qdq_from_onnx(
             extra_options=extra,
         )
     qmodel = onnx.load(str(out_path))
-    rewired = _rewire_stray_dq(qmodel)
-    if rewired:
-        notes.append(f"rewired {rewired} float consumer(s) of shared DQ outputs back to the float tensor")
-    onnx.save(qmodel, str(out_path))
-    violations = check_qdq_rules(out_path)
-    if violations:
-        raise RuntimeError("Q/DQ graph breaks TensorRT's rules:\n  " + "\n  ".join(violations[:20]))
+    if tensorrt:
+        rewired = _rewire_stray_dq(qmodel)
+        if rewired:
+            notes.append(f"rewired {rewired} float consumer(s) of shared DQ outputs back to the float tensor")
+        onnx.save(qmodel, str(out_path))
+        violations = check_qdq_rules(out_path)
+        if violations:
+            raise RuntimeError("Q/DQ graph breaks TensorRT's rules:\n  " + "\n  ".join(violations[:20]))
     quantized = _quantized_consumers(qmodel)
     return QuantResult(
         path=out_path, plan=plan, calibrate_method=calibrate_method, calibration_samples=n_batches,

@@ -53,6 +53,19 @@ def tensorrt_qdq_recipe(reduce_range: bool = False, **plan_options: Any) -> Reci
                   plan_options=dict(plan_options), quantize=partial(qdq_from_onnx, reduce_range=reduce_range))
 
 
+def ort_cpu_qdq_recipe(reduce_range: bool, **plan_options: Any) -> Recipe:
+    """ONNX Runtime's QDQ placement for its CPU provider (``precision.qdq`` fmt "onnxruntime-cpu"):
+    U8 asymmetric activations, S8 per-channel weights, outputs and biases quantized, so ORT fuses
+    QLinearConv. Not a TensorRT file: the manifest says which format the bundle holds."""
+    from coatnet_deploy.host import int8_isa
+    from coatnet_deploy.precision.qdq import qdq_from_onnx
+
+    return Recipe("int8", details={"kind": "int8 Q/DQ", "format": "onnxruntime-cpu", "activations": "uint8 asymmetric",
+                                   "weights": "int8 symmetric per-channel", "reduce_range": reduce_range, "host_int8_isa": int8_isa(),
+                                   "rules": "ONNX Runtime CPU QDQ: Conv/MatMul/Gemm inputs and outputs, int32 biases"},
+                  plan_options=dict(plan_options), quantize=partial(qdq_from_onnx, reduce_range=reduce_range, fmt="onnxruntime-cpu"))
+
+
 def default_recipe(precision: str) -> Recipe:
     """fp32: the float graph; fp16: the float16 graph pass; int8: TensorRT-rule Q/DQ, full range."""
     if precision == "fp32":

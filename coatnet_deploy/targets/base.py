@@ -91,10 +91,18 @@ class EngineJob:
     batch: tuple[int, int, int]
     image_size: int
     gates: dict[str, float]
+    gate_samples: str = "all"  # which golden samples the gates read (compare.gate_mask)
     calibration: Any = None  # CalibrationSet for int8
     say: Callable[[str], None] = lambda _msg: None
     #: on a second build: what the first one asked to change (its EngineBuild.revision)
     revision: dict[str, Any] | None = None
+
+    def compare(self, outputs: "np.ndarray"):
+        """The engine's outputs on the golden inputs against the reference, under the export's gates."""
+        from coatnet_deploy.compare import compare, gate_mask
+
+        return compare(self.reference_logits, outputs, self.gates, gated=gate_mask(self.golden_names, self.gate_samples),
+                       names=self.golden_names, gate_samples=self.gate_samples)
 
 
 @dataclass
@@ -195,6 +203,19 @@ class Target:
     def engine_files(self, manifest: dict[str, Any]) -> list[str]:
         """The files that make up the engine (the matrix's size column)."""
         return list((manifest.get("engine") or {}).get("files") or ["model.onnx"])
+
+    # -- what runs in int8 (report.op_census / report.profile); None where the target cannot say ---
+    def op_census(self, bundle_dir: Path, engine: dict[str, Any], runner: "Runner") -> dict[str, Any] | None:
+        """What the runtime itself runs in int8 and in float, by op type (an active runner on the engine)."""
+        return None
+
+    def profile(self, bundle_dir: Path, engine: dict[str, Any], batch: "np.ndarray", threads: int | None) -> dict[str, Any] | None:
+        """Time by layer type on ``batch``, from the runtime's own profiler."""
+        return None
+
+    def float_runner(self, float_graph: Path, threads: int | None) -> "Runner | None":
+        """A runner of the same runtime on the float32 graph: what an INT8 engine must beat."""
+        return None
 
     def report_sections(self, report: dict[str, Any], manifest: dict[str, Any]) -> list[Any]:
         """Extra sections for report.md / report.html (``coatnet_deploy.report`` Section objects)."""

@@ -34,9 +34,12 @@ class OnnxRuntimeTarget(Target):
         from coatnet_deploy.precision import recipes
 
         if precision == "int8":
+            # ORT's own QDQ placement (U8S8, outputs quantized): the TensorRT-rule file gives its CPU
+            # provider nothing to fuse. The attention MatMuls (activation x activation) stay float.
             # Without VNNI, x86 int8 kernels add pairs of u8*s8 products in int16 and saturate with
             # full-range weights; 7-bit weights avoid that.
-            return recipes.tensorrt_qdq_recipe(reduce_range=not cpu_has_vnni())
+            # The head stays float: with outputs quantized, its Q/DQ would round the logits themselves.
+            return recipes.ort_cpu_qdq_recipe(reduce_range=not cpu_has_vnni(), keep_attention_matmuls_float=True, keep_head_float=True)
         return recipes.default_recipe(precision)
 
     def build(self, job: EngineJob) -> EngineBuild:
@@ -49,6 +52,21 @@ class OnnxRuntimeTarget(Target):
             engine={"runtime": "onnxruntime", "files": [OPTIMIZED], "graph_optimization": "all (pre-applied, saved)",
                     "note": f"{OPTIMIZED} holds ORT's CPU-specific fused ops; model.onnx is the portable graph"},
             runner=lambda: OnnxRuntimeRunner(str(opt), threads=threads, optimization="disable"))
+
+    def op_census(self, bundle_dir: Path, engine: dict[str, Any], runner):
+        from coatnet_deploy.backends.onnxrt import op_census
+
+        return op_census(bundle_dir / OPTIMIZED)
+
+    def profile(self, bundle_dir: Path, engine: dict[str, Any], batch, threads):
+        from coatnet_deploy.backends.onnxrt import profile_by_op
+
+        return profile_by_op(bundle_dir / OPTIMIZED, batch, threads=threads, optimization="disable")
+
+    def float_runner(self, float_graph: Path, threads: int | None):
+        from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(str(float_graph), threads=threads)
 
     def open_runner(self, bundle: Path, manifest: dict[str, Any], threads: int | None = None, mode: str = "latency"):
         self.need_module()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from coatnet_deploy.errors import UserError
+from coatnet_deploy.fields import Field, check_fields
 
 DEFAULT_GATES: dict[str, dict[str, float]] = {
     # fp32 must say exactly what the model says; 1e-4 on logits leaves room for summation order only.
@@ -82,52 +83,6 @@ class ExportConfig:
         return dataclasses.asdict(self)
 
 
-# name -> (accepted python types, help). The help text documents export_configs/*.yaml.
-FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "model": ((str,), "variant name from `coatnet-deploy models`"),
-    "weights": ((str, type(None)), ".safetensors or torch checkpoint (weights_only); null = seeded random init"),
-    "num_classes": ((int, type(None)), "head size; inferred from the weights when null"),
-    "labels": ((str, type(None)), "text file with one class name per line"),
-    "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
-    "target": ((str,), "onnx | onnxruntime | openvino | tensorrt"),
-    "precision": ((str,), "fp32 | fp16 | int8"),
-    "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = calibration/"),
-    "calibration_samples": ((int,), "images drawn (seeded) from the calibration set for INT8"),
-    "images": ((str, type(None)), "folder of images used as golden inputs; null = the calibration folder"),
-    "golden_images": ((int,), "how many real images become golden inputs"),
-    "golden_random": ((int,), "how many seeded random tensors join the golden inputs"),
-    "batch": ((str,), "dynamic batch range MIN:OPT:MAX"),
-    "reference": ((str,), "auto | cpu | cuda: where the PyTorch reference runs"),
-    "defer_build": ((bool,), "TensorRT only: write the bundle and build the engine on the device"),
-    "output": ((str, type(None)), "bundle directory; null = bundles/<model>-<target>-<precision>"),
-    "opset": ((int,), "ONNX opset (17 parses on TensorRT 10.x / JetPack 6)"),
-    "simplify": ((bool,), "run onnxsim (checked against the plain graph)"),
-    "seed": ((int,), "seed for random init, golden tensors and calibration shuffle"),
-    "threads": ((int, type(None)), "runtime threads for parity and latency; null = runtime default"),
-    "bench_iterations": ((int,), "latency iterations written into the report; 0 = skip latency"),
-    "eval_images": ((str, type(None)), "ImageFolder tree: adds dataset accuracy to the report"),
-    "sensitivity": ((bool,), "INT8: per-node SQNR ranking in the report"),
-    "max_drop": ((float, int, type(None)), "INT8 accuracy budget: move worst layers to float until the gate holds"),
-    "int8_method": ((str,), "openvino INT8: auto | qdq | nncf (auto keeps the closer one)"),
-    "calibrate_method": ((str,), "minmax | entropy | percentile"),
-    "gates": ((dict,), "parity gate overrides, e.g. {cosine_min: 0.995} or per precision {int8: {...}}"),
-    "tensorrt": ((dict,), "workspace_mb, opt_level, timing_cache, hardware_compat, version_compatible"),
-}
-
-CHOICES = {
-    "reference": ("auto", "cpu", "cuda"),
-    "int8_method": ("auto", "qdq", "nncf"),
-    "calibrate_method": ("minmax", "entropy", "percentile"),
-}
-TENSORRT_TYPES = {
-    "workspace_mb": (int,),
-    "opt_level": (int,),
-    "timing_cache": (str, type(None)),
-    "hardware_compat": (str,),
-    "version_compatible": (bool,),
-}
-
-
 def _nested_gates(g: dict) -> bool:
     return any(k in ("fp32", "fp16", "int8") for k in g)
 
@@ -146,37 +101,13 @@ def parse_batch(text: str) -> tuple[int, int, int]:
     return nums[0], nums[1], nums[2]
 
 
-def _type_name(types: tuple[type, ...]) -> str:
-    names = ["null" if t is type(None) else {"str": "string", "int": "integer", "float": "number", "bool": "true/false", "dict": "mapping"}[t.__name__] for t in types]
-    return " or ".join(dict.fromkeys(names))
-
-
-def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Check keys and types of a config mapping; returns it unchanged when valid."""
-    for key, value in values.items():
-        if key not in FIELDS:
-            close = [k for k in FIELDS if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(FIELDS)}"
-            raise UserError(f"{source}: unknown key {key!r}", hint, "remove or rename it")
-        types, _ = FIELDS[key]
-        # bool is an int subclass: 'opset: true' must not pass as an integer.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise UserError(f"{source}: key '{key}' must be {_type_name(types)}", f"got {value!r}", "fix the value")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise UserError(f"{source}: key '{key}' is '{value}'", f"valid values: {', '.join(CHOICES[key])}", "fix the value")
-        if key in ("calibration_samples", "golden_images", "golden_random", "bench_iterations") and value < 0:
-            raise UserError(f"{source}: key '{key}' is {value}", "it cannot be negative", "fix the value")
-    for key, value in (values.get("tensorrt") or {}).items():
-        if key not in TENSORRT_TYPES:
-            raise UserError(f"{source}: unknown key {'tensorrt.' + str(key)!r}", f"valid keys: {', '.join(TENSORRT_TYPES)}", "remove or rename it")
-        if not isinstance(value, TENSORRT_TYPES[key]):
-            raise UserError(f"{source}: key 'tensorrt.{key}' must be {_type_name(TENSORRT_TYPES[key])}", f"got {value!r}", "fix the value")
-    gates = values.get("gates") or {}
+def _check_gates(gates: dict, source: str, key: str) -> None:
+    """Flat {metric: threshold} or per precision {int8: {metric: threshold}}; metrics from GATE_KEYS."""
     flat = {}
     for k, v in gates.items():
         if k in ("fp32", "fp16", "int8"):
             if not isinstance(v, dict):
-                raise UserError(f"{source}: key 'gates.{k}' must be a mapping", f"got {v!r}", "fix the value")
+                raise UserError(f"{source}: key '{key}.{k}' must be a mapping", f"got {v!r}", "fix the value")
             flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
         else:
             flat[k] = v
@@ -186,8 +117,54 @@ def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise UserError(f"{source}: unknown gate {str(k)!r}", f"valid gates: {', '.join(GATE_KEYS)}", "remove or rename it")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise UserError(f"{source}: gate {str(k)!r} must be a number", f"got {v!r}", "fix the value")
-    if "batch" in values:
-        parse_batch(values["batch"])
+
+
+TENSORRT_TYPES = {
+    "workspace_mb": (int,),
+    "opt_level": (int,),
+    "timing_cache": (str, type(None)),
+    "hardware_compat": (str,),
+    "version_compatible": (bool,),
+}
+
+# name -> (accepted python types, help) or a Field with more rules (coatnet_deploy.fields).
+# The help text documents export_configs/*.yaml.
+FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "variant name from `coatnet-deploy models`"),
+    "weights": ((str, type(None)), ".safetensors or torch checkpoint (weights_only); null = seeded random init"),
+    "num_classes": ((int, type(None)), "head size; inferred from the weights when null"),
+    "labels": ((str, type(None)), "text file with one class name per line"),
+    "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
+    "target": ((str,), "onnx | onnxruntime | openvino | tensorrt"),
+    "precision": ((str,), "fp32 | fp16 | int8"),
+    "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = calibration/"),
+    "calibration_samples": Field((int,), "images drawn (seeded) from the calibration set for INT8", minimum=0),
+    "images": ((str, type(None)), "folder of images used as golden inputs; null = the calibration folder"),
+    "golden_images": Field((int,), "how many real images become golden inputs", minimum=0),
+    "golden_random": Field((int,), "how many seeded random tensors join the golden inputs", minimum=0),
+    "batch": Field((str,), "dynamic batch range MIN:OPT:MAX", check=lambda value, source, key: parse_batch(value)),
+    "reference": Field((str,), "auto | cpu | cuda: where the PyTorch reference runs", choices=("auto", "cpu", "cuda")),
+    "defer_build": ((bool,), "TensorRT only: write the bundle and build the engine on the device"),
+    "output": ((str, type(None)), "bundle directory; null = bundles/<model>-<target>-<precision>"),
+    "opset": ((int,), "ONNX opset (17 parses on TensorRT 10.x / JetPack 6)"),
+    "simplify": ((bool,), "run onnxsim (checked against the plain graph)"),
+    "seed": ((int,), "seed for random init, golden tensors and calibration shuffle"),
+    "threads": ((int, type(None)), "runtime threads for parity and latency; null = runtime default"),
+    "bench_iterations": Field((int,), "latency iterations written into the report; 0 = skip latency", minimum=0),
+    "eval_images": ((str, type(None)), "ImageFolder tree: adds dataset accuracy to the report"),
+    "sensitivity": ((bool,), "INT8: per-node SQNR ranking in the report"),
+    "max_drop": ((float, int, type(None)), "INT8 accuracy budget: move worst layers to float until the gate holds"),
+    "int8_method": Field((str,), "openvino INT8: auto | qdq | nncf (auto keeps the closer one)", choices=("auto", "qdq", "nncf")),
+    "calibrate_method": Field((str,), "minmax | entropy | percentile", choices=("minmax", "entropy", "percentile")),
+    "gates": Field((dict,), "parity gate overrides, e.g. {cosine_min: 0.995} or per precision {int8: {...}}", check=_check_gates),
+    "tensorrt": Field((dict,), "workspace_mb, opt_level, timing_cache, hardware_compat, version_compatible",
+                      section={k: (t, "") for k, t in TENSORRT_TYPES.items()}),
+}
+
+
+def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check keys and types of an export config mapping against FIELDS; returns it unchanged when valid."""
+    check_fields(values, FIELDS, source)
     return values
 
 

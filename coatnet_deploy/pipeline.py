@@ -613,25 +613,10 @@ def _final_parity(ctx: _Ctx) -> ParityResult:
 
 def _latency(ctx: _Ctx, factory, info) -> None:
     from coatnet_deploy.backends.torch_ref import TorchRunner
-    from coatnet_deploy.bench import BenchConfig, compare_interleaved
+    from coatnet_deploy.bench import export_latency
 
-    cfg = ctx.cfg
-    b = ctx.batch[1]
-    x = np.resize(ctx.golden, (b,) + ctx.golden.shape[1:]).astype(np.float32)
-    bcfg = BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=cfg.bench_iterations, min_time_s=0.0, max_time_s=max(30.0, cfg.bench_iterations * 2.0))
-    device = ctx.report["reference"]["device"]
-    runners = {"engine": factory(), "reference": TorchRunner(ctx.model, device=device, dtype="fp32", threads=cfg.threads)}
-    try:
-        for r in runners.values():
-            r.activate()
-        res = compare_interleaved(runners, x, bcfg)
-    finally:
-        for r in runners.values():
-            r.deactivate()
-    ctx.report["latency"] = res["engine"].to_dict()
-    ctx.report["reference_latency"] = res["reference"].to_dict()
-    ref50, eng50 = res["reference"].p50_ms, res["engine"].p50_ms
-    ctx.report["speedup_vs_reference"] = round(ref50 / eng50, 3) if eng50 > 0 else None
+    reference = TorchRunner(ctx.model, device=ctx.report["reference"]["device"], dtype="fp32", threads=ctx.cfg.threads)
+    ctx.report.update(export_latency(factory(), reference, ctx.golden, ctx.batch[1], ctx.cfg.bench_iterations))
 
 
 def _accuracy(ctx: _Ctx, factory, info, final: ParityResult) -> None:

@@ -18,8 +18,8 @@ def _list(value: str | None) -> list[str] | None:
 @click.option("--weights", type=str, help=".safetensors or torch checkpoint; default seeded random init.")
 @click.option("--num-classes", type=int, help="Head size (inferred from --weights).")
 @click.option("--image-size", type=int, help="Square input size (default: the variant's).")
-@click.option("--targets", type=str, help="Comma-separated subset of onnx,onnxruntime,openvino,tensorrt (default all).")
-@click.option("--precisions", type=str, help="Comma-separated subset of fp32,fp16,int8 (default all).")
+@click.option("--targets", type=str, help="Comma-separated subset of the targets `coatnet-deploy targets` lists (default all).")
+@click.option("--precisions", type=str, help="Comma-separated subset of the precisions `coatnet-deploy targets` lists (default all).")
 @click.option("--eval-images", type=str, help="ImageFolder tree: adds each cell's top-1 accuracy drop.")
 @click.option("--output", type=str, help="Directory for OUTPUT/<target>-<precision>/ and matrix.json/md (default bundles/matrix-<model>).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime and the reference.")
@@ -27,13 +27,14 @@ def _list(value: str | None) -> list[str] | None:
 @json_option
 def matrix_cmd(config_file, iterations, as_json, **flags):
     """Export one model to every target x precision that can run here, then time each engine
-    interleaved with the PyTorch reference (p50 at batch 1, images/s at batch 8).
+    interleaved with the PyTorch reference (p50 at batch 1, images/s at batch 8) and name the
+    fastest engine that passed its gates at each.
 
     One failing cell does not stop the others; its row says why. Writes OUTPUT/matrix.json and
     OUTPUT/matrix.md with the same table. Exit 0 when every available cell passed its parity gates,
     2 when a gate failed, 1 when a cell errored.
     """
-    from coatnet_deploy.matrix import format_matrix, make_matrix_config, run_matrix
+    from coatnet_deploy.bench.matrix import format_matrix, make_matrix_config, run_matrix
     from coatnet_deploy.progress import ProgressLine, stdout_to_stderr
 
     flags["targets"], flags["precisions"] = _list(flags["targets"]), _list(flags["precisions"])

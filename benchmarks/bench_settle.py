@@ -2,29 +2,33 @@
 """Which pause between interleaved runners keeps timings honest, and what it costs. Rerun on a quiet machine:
 
     .venv/bin/python benchmarks/bench_settle.py                         # coatnet_tiny at 64 px (what the tiny matrix times)
-    .venv/bin/python benchmarks/bench_settle.py --model coatnet_0_rw_224 --image-size 224 --iterations 20
+    .venv/bin/python benchmarks/bench_settle.py --model coatnet_0_rw_224 --image-size 224 --rounds 60
 
 Why: runtimes keep their worker threads spinning for a while after a call returns. On a 2-core machine
 the next runner of an interleaved run then shares the cores with that spin and looks slower than it is.
 The harness used to sleep 50 ms before every timed call; across 11 runners and hundreds of rounds that
-is most of a matrix run. This script times the same runners under each pause policy:
+was most of a matrix run. Policies compared:
 
 - ``none``: no pause;
 - ``fixed-50ms``: the old pause;
-- ``scaled``: a pause as long as the previous call (capped at 50 ms);
-- ``idle``: wait until this process's threads stop burning CPU, probed every 0.5 ms, capped at 50 ms
-  (``coatnet_deploy.bench.harness.wait_idle``);
-- ``ort-stop-spin`` / ``ort-no-spin``: no pause, and the ONNX Runtime sessions made with
-  ``session.force_spinning_stop=1`` / ``session.intra_op.allow_spinning=0``.
+- ``scaled``: a pause as long as the previous call, at most 50 ms;
+- ``idle``: wait until no other thread of this process is running or runnable (/proc thread states),
+  probed every 0.5 ms, at most 50 ms (``coatnet_deploy.bench.harness.wait_idle``, what the harness does);
+- ``idle-cputime``: the same wait, but "idle" read from the process's CPU time (under 0.25 cores over a
+  probe), which misses a spinning thread that another process pushed off its core;
+- ``ort-stop-spin`` / ``ort-no-spin``: no pause, but the ONNX Runtime sessions made with
+  ``session.force_spinning_stop=1`` / ``session.intra_op.allow_spinning=0``;
+- ``idle+stop-spin``: the ``idle`` wait with the ``force_spinning_stop`` sessions;
+- ``alone``: the reference: each runner after ``idle``, 3 untimed calls, then the timed one (back to
+  back: what a steady stream of requests sees); ``alone-stop-spin`` / ``alone-no-spin`` the same for
+  the other ORT sessions (does the ORT setting change the engine's own steady-state speed?).
 
 Runners, all on one ONNX graph (torch.onnx.export of the model, opset 17), threads pinned: two identical
 ONNX Runtime sessions (``ort-a``, ``ort-b``: their ratio should be 1.00), OpenVINO (LATENCY hint) and the
-PyTorch model. For each policy: the interleaved medians, the same runners timed alone (back to back, no
-other runner in between: what a steady stream of requests sees), their ratios, and the wall time of the
-interleaved part. First it prints how long each runtime's threads stay busy after a call.
-
-Policies run in turn, ``--repeats`` times (A B C ... A B C ...): each cell is the median over repeats,
-with the spread (max/min) of the key ratios.
+PyTorch model. The policies take turns ROUND BY ROUND (round 1 none, round 2 fixed-50ms, ...), so each
+one sees the same machine state and drift on a shared machine cancels out. Medians over all rounds of
+a policy; the spread is the range of the ratio over 5 consecutive chunks of rounds. First the script
+prints how long each runtime's threads stay busy after a call.
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner, session_options  # noqa: E402
-from coatnet_deploy.bench.harness import BenchConfig, run_interleaved, wait_idle  # noqa: E402
+from coatnet_deploy.bench.harness import wait_idle  # noqa: E402
 from coatnet_deploy.bench.tables import Table  # noqa: E402
 
 CAP_S = 0.05
+NAMES = ("ort-a", "ort-b", "openvino", "torch")
+SPIN_SETTINGS = {"": {}, "stop-spin": {"session.force_spinning_stop": "1"}, "no-spin": {"session.intra_op.allow_spinning": "0"}}
 
 
 class OrtWithEntries(OnnxRuntimeRunner):
@@ -66,22 +72,25 @@ class OrtWithEntries(OnnxRuntimeRunner):
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
-    def settings(self):
-        return {**super().settings(), "session_config": dict(self.entries)}
 
-
-def _sleep_for(seconds: float) -> float:
+def _sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
 
 
+#: policy -> (pause before each call given the previous call's seconds, which ORT sessions, back to back?)
 POLICIES = {
-    "none": (lambda last: 0.0, {}),
-    "fixed-50ms": (lambda last: _sleep_for(CAP_S), {}),
-    "scaled": (lambda last: _sleep_for(min(CAP_S, last)), {}),
-    "idle": (lambda last: wait_idle(CAP_S), {}),
-    "ort-stop-spin": (lambda last: 0.0, {"session.force_spinning_stop": "1"}),
-    "ort-no-spin": (lambda last: 0.0, {"session.intra_op.allow_spinning": "0"}),
+    "none": (lambda last: 0.0, "", False),
+    "fixed-50ms": (lambda last: _sleep(CAP_S), "", False),
+    "scaled": (lambda last: _sleep(min(CAP_S, last)), "", False),
+    "idle": (lambda last: wait_idle(CAP_S), "", False),
+    "idle-cputime": (lambda last: wait_idle(CAP_S, runnable=lambda: None), "", False),
+    "idle+stop-spin": (lambda last: wait_idle(CAP_S), "stop-spin", False),
+    "ort-stop-spin": (lambda last: 0.0, "stop-spin", False),
+    "ort-no-spin": (lambda last: 0.0, "no-spin", False),
+    "alone": (lambda last: wait_idle(CAP_S), "", True),
+    "alone-stop-spin": (lambda last: wait_idle(CAP_S), "stop-spin", True),
+    "alone-no-spin": (lambda last: wait_idle(CAP_S), "no-spin", True),
 }
 
 
@@ -94,15 +103,7 @@ def export_onnx(model, image_size: int, out: Path) -> Path:
     return path
 
 
-def make_runners(onnx: Path, model, threads: int, entries: dict[str, str]) -> dict:
-    from coatnet_deploy.backends.openvino import OpenVINORunner
-    from coatnet_deploy.backends.torch_ref import TorchRunner
-
-    return {"ort-a": OrtWithEntries(str(onnx), threads, entries), "ort-b": OrtWithEntries(str(onnx), threads, entries),
-            "openvino": OpenVINORunner(str(onnx), threads=threads), "torch": TorchRunner(model, threads=threads)}
-
-
-def spin_profile(runners: dict, x: np.ndarray) -> list[list[str]]:
+def spin_profile(runners: dict, x: np.ndarray) -> Table:
     """Cores this process keeps busy while its caller sleeps d ms after one call, per runtime (median of 5)."""
     waits = (0.5, 1, 2, 5, 10, 20, 50)
     rows = []
@@ -119,7 +120,7 @@ def spin_profile(runners: dict, x: np.ndarray) -> list[list[str]]:
                 vals.append((time.process_time() - c0) / (time.perf_counter() - w0))
             cells.append(f"{np.median(vals):.2f}")
         rows.append(cells)
-    return [["runner"] + [f"{d:g} ms" for d in waits], rows]
+    return Table(["runner"] + [f"{d:g} ms" for d in waits], rows)
 
 
 def main() -> int:
@@ -128,13 +129,14 @@ def main() -> int:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--iterations", type=int, default=200, help="measured rounds per policy (all runners)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=150, help="rounds per policy (policies take turns round by round)")
     ap.add_argument("--policies", default=",".join(POLICIES))
     args = ap.parse_args()
 
     import torch
 
+    from coatnet_deploy.backends.openvino import OpenVINORunner
+    from coatnet_deploy.backends.torch_ref import TorchRunner
     from coatnet_deploy.models import build_model
 
     torch.manual_seed(0)
@@ -142,75 +144,69 @@ def main() -> int:
     x = np.random.default_rng(0).standard_normal((args.batch, 3, args.image_size, args.image_size)).astype(np.float32)
     policies = [p for p in args.policies.split(",") if p]
     load = os.getloadavg()
-    print(f"{args.model} at {args.image_size} px, batch {args.batch}, threads {args.threads}, {args.iterations} rounds x "
-          f"{args.repeats} repeats; {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"{args.model} at {args.image_size} px, batch {args.batch}, threads {args.threads}, {args.rounds} rounds per policy; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         onnx = export_onnx(model, args.image_size, Path(tmp))
-
-        probe = {}
-        for label, entries in (("onnxruntime", {}), ("onnxruntime stop-spin", POLICIES["ort-stop-spin"][1]),
-                               ("onnxruntime no-spin", POLICIES["ort-no-spin"][1])):
-            probe[label] = OrtWithEntries(str(onnx), args.threads, entries).activate()
-        rest = make_runners(onnx, model, args.threads, {})
-        probe["openvino"], probe["torch"] = rest["openvino"].activate(), rest["torch"].activate()
-        header, rows = spin_profile(probe, x)
-        for r in probe.values():
-            r.deactivate()
-        print("\ncores busy while the caller sleeps, after one call (1.00 = one core spinning):")
-        print(Table(header, rows).text())
-
-        cfg_i = BenchConfig(warmup_iters=5, warmup_s=0.0, min_iters=args.iterations, min_time_s=0.0, max_time_s=600.0)
-        cfg_a = BenchConfig(warmup_iters=5, warmup_s=0.0, min_iters=args.iterations, min_time_s=0.0, max_time_s=600.0)
-        out: dict[str, list[dict]] = {p: [] for p in policies}
-        for rep in range(args.repeats):
-            for p in policies:
-                settle, entries = POLICIES[p]
-                runners = make_runners(onnx, model, args.threads, entries)
-                for r in runners.values():
-                    r.activate()
-                try:
+        ort = {(n, s): OrtWithEntries(str(onnx), args.threads, e).activate() for s, e in SPIN_SETTINGS.items() for n in ("ort-a", "ort-b")}
+        ov = OpenVINORunner(str(onnx), threads=args.threads).activate()
+        ref = TorchRunner(model, threads=args.threads).activate()
+        try:
+            print("\ncores busy while the caller sleeps, after one call (1.00 = one core spinning):")
+            print(spin_profile({"onnxruntime": ort[("ort-a", "")], "onnxruntime stop-spin": ort[("ort-a", "stop-spin")],
+                                "onnxruntime no-spin": ort[("ort-a", "no-spin")], "openvino": ov, "torch": ref}, x).text())
+            for r in [*ort.values(), ov, ref]:
+                for _ in range(5):
+                    r.infer(x)
+            samples = {p: {n: [] for n in NAMES} for p in policies}
+            cost = {p: 0.0 for p in policies}  # wall seconds the policy's rounds took, pauses included
+            last = 0.0
+            for i in range(args.rounds * len(policies)):
+                p = policies[i % len(policies)]
+                pause, spin, back_to_back = POLICIES[p]
+                runners = {"ort-a": ort[("ort-a", spin)], "ort-b": ort[("ort-b", spin)], "openvino": ov, "torch": ref}
+                t_round = time.perf_counter()
+                for n, r in runners.items():
+                    pause(last)
+                    if back_to_back:
+                        for _ in range(3):
+                            r.infer(x)
                     t0 = time.perf_counter()
-                    inter, stats = run_interleaved(runners, x, cfg_i, settle=settle)
-                    wall = time.perf_counter() - t0
-                    alone = {n: run_interleaved({n: r}, x, cfg_a)[0][n] for n, r in runners.items()}
-                finally:
-                    for r in runners.values():
-                        r.deactivate()
-                out[p].append({"wall": wall, "settle": stats.settle_s, "inter": {n: v.p50_ms for n, v in inter.items()},
-                               "alone": {n: v.p50_ms for n, v in alone.items()}})
-                print(f"  repeat {rep + 1} {p}: {wall:.1f} s", file=sys.stderr, flush=True)
+                    r.infer(x)
+                    last = time.perf_counter() - t0
+                    samples[p][n].append(last * 1000)
+                cost[p] += time.perf_counter() - t_round
+                if i % 100 == 0:
+                    print(f"  round {i // len(policies) + 1}/{args.rounds}", file=sys.stderr, flush=True)
+        finally:
+            for r in [*ort.values(), ov, ref]:
+                r.deactivate()
 
-    names = ["ort-a", "ort-b", "openvino", "torch"]
+    def ratio_stats(p: str, num: str, den: str) -> tuple[float, float, float]:
+        a, b = np.array(samples[p][num]), np.array(samples[p][den])
+        chunks = [np.median(ca) / np.median(cb) for ca, cb in zip(np.array_split(a, 5), np.array_split(b, 5))]
+        return float(np.median(a) / np.median(b)), float(min(chunks)), float(max(chunks))
 
-    def med(p, f):
-        return float(np.median([f(d) for d in out[p]]))
-
-    def spread(p, f):
-        v = [f(d) for d in out[p]]
-        return max(v) / min(v) if min(v) > 0 else float("inf")
-
-    header = ["policy", "wall s", "settle s"] + [f"{n} p50" for n in names] + ["b/a", "spread", "ov/ort", "ov/ort alone", "spread"]
+    alone = {n: float(np.median(samples["alone"][n])) for n in NAMES} if "alone" in samples else None
+    header = ["policy", "s/round"] + [f"{n} p50" for n in NAMES] + ["b/a", "b/a range", "ov/ort-a", "ov/ort-a range"]
+    if alone:
+        header += [f"{n} / alone" for n in NAMES]
     rows = []
     for p in policies:
-        rows.append([p, f"{med(p, lambda d: d['wall']):.1f}", f"{med(p, lambda d: d['settle']):.1f}"]
-                    + [f"{med(p, lambda d, n=n: d['inter'][n]):.3f}" for n in names]
-                    + [f"{med(p, lambda d: d['inter']['ort-b'] / d['inter']['ort-a']):.3f}", f"{spread(p, lambda d: d['inter']['ort-b'] / d['inter']['ort-a']):.2f}",
-                       f"{med(p, lambda d: d['inter']['openvino'] / d['inter']['ort-a']):.3f}",
-                       f"{med(p, lambda d: d['alone']['openvino'] / d['alone']['ort-a']):.3f}",
-                       f"{spread(p, lambda d: d['inter']['openvino'] / d['inter']['ort-a']):.2f}"])
-    print(f"\ninterleaved, {args.iterations} rounds (p50 in ms; ratios are same-run medians; spread = max/min over repeats):")
-    print(Table(header, rows).text())
-
-    header = ["policy"] + [f"{n} alone p50" for n in names] + [f"{n} inter/alone" for n in names]
-    rows = [[p] + [f"{med(p, lambda d, n=n: d['alone'][n]):.3f}" for n in names]
-            + [f"{med(p, lambda d, n=n: d['inter'][n] / d['alone'][n]):.2f}" for n in names] for p in policies]
-    print("\nthe same runners timed alone (back to back) right after, and interleaved / alone:")
+        med = {n: float(np.median(samples[p][n])) for n in NAMES}
+        ba, ov_ = ratio_stats(p, "ort-b", "ort-a"), ratio_stats(p, "openvino", "ort-a")
+        row = [p, f"{cost[p] / args.rounds:.3f}"] + [f"{med[n]:.3f}" for n in NAMES]
+        row += [f"{ba[0]:.3f}", f"{ba[1]:.2f}-{ba[2]:.2f}", f"{ov_[0]:.3f}", f"{ov_[1]:.2f}-{ov_[2]:.2f}"]
+        if alone:
+            row += [f"{med[n] / alone[n]:.2f}" for n in NAMES]
+        rows.append(row)
+    print(f"\np50 in ms over {args.rounds} rounds per policy; ratios are same-run medians; range = over 5 chunks of rounds; "
+          "s/round = wall seconds per round of 4 runners, pauses included:")
     print(Table(header, rows).text())
     load = os.getloadavg()
-    print(f"\nload average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}. Read: b/a far from 1.00 or a large "
-          "inter/alone means the pause lets one runner slow the next; an ort-* policy that changes 'ort alone' "
-          "changes the engine users deploy.")
+    print(f"\nload average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}. Read: b/a away from 1.00 means one ORT session's "
+          "spin slowed the next; '/ alone' above 1 is what interleaving adds over back-to-back calls; an ORT setting whose "
+          "alone-* p50 differs from alone's changes the engine users deploy.")
     return 0
 
 

@@ -330,32 +330,57 @@ def test_interleaved_needs_runners():
 
 
 class BusyProcess:
-    """Fake wall and CPU clocks: sleeping advances the wall clock; the CPU clock advances by what the
-    'worker threads' burn meanwhile (``cores`` busy until ``until_s``)."""
+    """Fake clocks for the settle wait: sleeping advances the wall clock; 'worker threads' stay runnable
+    until ``until_s`` and burn ``cores`` of CPU meanwhile."""
 
-    def __init__(self, cores: float, until_s: float) -> None:
-        self.wall, self.cpu, self.cores, self.until = 0.0, 0.0, cores, until_s
+    def __init__(self, until_s: float, cores: float = 1.0, threads: int = 1) -> None:
+        self.wall, self.cpu, self.until, self.cores, self.threads = 0.0, 0.0, until_s, cores, threads
 
     def sleep(self, s: float) -> None:
-        busy = max(0.0, min(self.wall + s, self.until) - self.wall)
+        self.cpu += max(0.0, min(self.wall + s, self.until) - self.wall) * self.cores
         self.wall += s
-        self.cpu += busy * self.cores
+
+    def runnable(self) -> int:
+        return self.threads if self.wall < self.until else 0
+
+    def wait(self, cap_s: float, use_proc: bool = True) -> float:
+        return wait_idle(cap_s, clock=lambda: self.wall, sleep=self.sleep, cpu_clock=lambda: self.cpu,
+                         runnable=self.runnable if use_proc else (lambda: None))
 
 
 def test_wait_idle_returns_once_the_threads_stop_spinning():
-    p = BusyProcess(cores=1.0, until_s=0.020)  # one core spinning for 20 ms after the call
-    waited = wait_idle(0.05, clock=lambda: p.wall, sleep=p.sleep, cpu_clock=lambda: p.cpu)
-    assert 0.020 <= waited <= 0.0215
+    assert 0.020 <= BusyProcess(until_s=0.020).wait(0.05) <= 0.0205  # one thread spinning for 20 ms after the call
+    # a spinning thread pushed off its core by another process burns little CPU, but is still runnable
+    assert 0.020 <= BusyProcess(until_s=0.020, cores=0.05).wait(0.05) <= 0.0205
 
 
-def test_wait_idle_costs_one_probe_when_nothing_spins_and_stops_at_its_cap():
-    quiet = BusyProcess(cores=0.0, until_s=0.0)
-    assert wait_idle(0.05, clock=lambda: quiet.wall, sleep=quiet.sleep, cpu_clock=lambda: quiet.cpu) == pytest.approx(0.0005)
-    barely = BusyProcess(cores=IDLE_CORES * 0.9, until_s=1.0)  # under the threshold counts as idle
-    assert wait_idle(0.05, clock=lambda: barely.wall, sleep=barely.sleep, cpu_clock=lambda: barely.cpu) == pytest.approx(0.0005)
-    forever = BusyProcess(cores=2.0, until_s=10.0)
-    assert wait_idle(0.05, clock=lambda: forever.wall, sleep=forever.sleep, cpu_clock=lambda: forever.cpu) == pytest.approx(0.05)
-    assert wait_idle(0.0, clock=lambda: forever.wall, sleep=forever.sleep, cpu_clock=lambda: forever.cpu) == 0.0
+def test_wait_idle_costs_nothing_when_nothing_spins_and_stops_at_its_cap():
+    assert BusyProcess(until_s=0.0).wait(0.05) == 0.0
+    assert BusyProcess(until_s=10.0, threads=3).wait(0.05) == pytest.approx(0.05)
+    assert BusyProcess(until_s=10.0).wait(0.0) == 0.0
+
+
+def test_wait_idle_without_proc_reads_the_cpu_time():
+    assert 0.020 <= BusyProcess(until_s=0.020).wait(0.05, use_proc=False) <= 0.021  # one probe more to see it idle
+    assert BusyProcess(until_s=1.0, cores=IDLE_CORES * 0.9).wait(0.05, use_proc=False) == pytest.approx(0.0005)
+    assert BusyProcess(until_s=10.0, cores=2.0).wait(0.05, use_proc=False) == pytest.approx(0.05)
+
+
+def test_runnable_threads_sees_a_busy_thread():
+    import threading
+
+    from coatnet_deploy.bench.harness import runnable_threads
+
+    if runnable_threads() is None:
+        pytest.skip("no /proc/self/task here")
+    stop = threading.Event()
+    worker = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])  # spins until stopped
+    worker.start()
+    try:
+        assert any(runnable_threads() >= 1 for _ in range(50))
+    finally:
+        stop.set()
+        worker.join()
 
 
 # -- real runtimes -----------------------------------------------------------------------------

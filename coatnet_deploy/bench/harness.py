@@ -27,6 +27,8 @@ per-batch time, so one slow outlier does not move it.
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -165,26 +167,52 @@ def summarize(samples_ms: list[float] | np.ndarray, batch: int, warmup: int = 0,
 
 # -- settling between runners ----------------------------------------------------------------------
 
-#: one look at the process's CPU use while waiting for spinning threads to stop
+#: how often the settle wait looks again
 IDLE_PROBE_S = 0.0005
-#: below this many busy cores (all threads of this process) the previous runtime counts as idle
+#: without /proc: below this many busy cores (all threads of this process) the process counts as idle
 IDLE_CORES = 0.25
 
 
-def wait_idle(cap_s: float, clock: Clock = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
-              cpu_clock: Clock = time.process_time) -> float:
-    """Sleep in short steps until this process's threads use under ``IDLE_CORES`` cores, at most ``cap_s`` -> seconds waited.
+def runnable_threads() -> int | None:
+    """How many of this process's threads, the caller's aside, are running or waiting for a core (Linux
+    /proc state R) -> count; None where /proc cannot say."""
+    me = threading.get_native_id()
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    n = 0
+    for t in tids:
+        if t == str(me):
+            continue
+        try:
+            with open(f"/proc/self/task/{t}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        end = stat.rfind(b")")  # the state follows the command name, which may hold spaces
+        n += stat[end + 2:end + 3] == b"R"
+    return n
 
-    The caller's thread sleeps, so what still burns CPU is a runtime's worker pool spinning for
-    work after its call returned (ONNX Runtime's for tens of ms, OpenMP's and TBB's for a few ms).
-    Waiting for that, instead of a fixed pause, costs little when a runtime parks its threads at once.
+
+def wait_idle(cap_s: float, clock: Clock = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
+              runnable: Callable[[], int | None] = runnable_threads, cpu_clock: Clock = time.process_time) -> float:
+    """Wait until no other thread of this process is running or runnable, at most ``cap_s`` -> seconds waited.
+
+    What still runs while the caller waits is a runtime's worker pool spinning for work after its call
+    returned: ONNX Runtime's for tens of ms, OpenMP's (torch) and TBB's (OpenVINO) for a few. The thread
+    state counts a spinning thread that another process has pushed off its core, which the CPU time it
+    burns does not; where /proc cannot say, under ``IDLE_CORES`` busy cores over one probe counts as idle.
     """
     start = clock()
     while clock() - start < cap_s:
+        busy = runnable()
+        if busy == 0:
+            break
         c0, w0 = cpu_clock(), clock()
         sleep(min(IDLE_PROBE_S, max(cap_s - (w0 - start), 0.0)))
         elapsed = clock() - w0
-        if elapsed > 0 and (cpu_clock() - c0) / elapsed < IDLE_CORES:
+        if busy is None and elapsed > 0 and (cpu_clock() - c0) / elapsed < IDLE_CORES:
             break
     return clock() - start
 
@@ -202,6 +230,7 @@ class _Timed:
         self.warm_s = 0.0
         self.samples: list[float] = []
         self.measured_s = 0.0
+        self.capped = False
         self.warnings: list[str] = []
 
     def step(self, phase: str) -> float:
@@ -232,7 +261,7 @@ class _Timed:
             first_inference_ms=self.first_ms,
             load_time_s=self.runner.load_time_s,
             mode=self.cfg.mode,
-            capped=bool(self.warnings),
+            capped=self.capped,
             settings=settings,
         )
         result.warnings.extend(self.warnings)
@@ -244,14 +273,16 @@ class _Timed:
 def _missing(states: list[_Timed], phase: str, cfg: BenchConfig) -> list[str]:
     """The minimums of a phase not reached yet, in words ([] = the phase is done)."""
     if phase == "warmup":
-        n, t, min_n, min_t, names = min(s.warmup for s in states), sum(s.warm_s for s in states), cfg.warmup_iters, cfg.warmup_s, ("warmup_iters", "warmup_s")
+        n, t = min(s.warmup for s in states), sum(s.warm_s for s in states)
+        (n_key, min_n), (t_key, min_t) = ("warmup_iters", cfg.warmup_iters), ("warmup_s", cfg.warmup_s)
     else:
-        n, t, min_n, min_t, names = min(len(s.samples) for s in states), sum(s.measured_s for s in states), cfg.min_iters, cfg.min_time_s, ("min_iters", "min_time_s")
+        n, t = min(len(s.samples) for s in states), sum(s.measured_s for s in states)
+        (n_key, min_n), (t_key, min_t) = ("min_iters", cfg.min_iters), ("min_time_s", cfg.min_time_s)
     out = []
     if n < min_n:
-        out.append(f"{names[0]} {min_n} not reached ({n} done)")
+        out.append(f"{n_key} {min_n} not reached ({n} done)")
     if t < min_t:
-        out.append(f"{names[1]} {min_t:g} s not reached ({t:.2f} s timed)")
+        out.append(f"{t_key} {min_t:g} s not reached ({t:.2f} s timed)")
     return out
 
 
@@ -311,6 +342,7 @@ def run_interleaved(
             warning = (f"{what} stopped at max_time_s ({cfg.max_time_s:g} s of wall clock for {len(states)} runner(s), "
                        f"warm-up included) after {done} iterations each: {'; '.join(missing)}")
             for st in states:
+                st.capped = True
                 st.warnings.append(warning)
     stats.wall_s = clock() - start
     return {st.name: st.result() for st in states}, stats

@@ -174,7 +174,7 @@ def _export_child(spec: str) -> None:
 
     from coatnet_deploy.config import ExportConfig
     from coatnet_deploy.errors import UserError
-    from coatnet_deploy.pipeline import export
+    from coatnet_deploy.export import export
 
     values = json.loads(spec)
     t0 = time.perf_counter()
@@ -237,7 +237,7 @@ def main() -> int:
 
     import torch
 
-    from coatnet_deploy import capabilities
+    from coatnet_deploy import targets
     from coatnet_deploy.backends.torch_ref import TorchRunner
     from coatnet_deploy.bundle import read_manifest
     from coatnet_deploy.bench.reference import golden_inputs, reference_model
@@ -263,12 +263,13 @@ def main() -> int:
               + (f", int8 MatMulInteger {peak8:.1f} GOP/s" if peak8 else ""))
 
         engines: dict[str, dict] = {}
-        for t in [t for t in capabilities.TARGETS if t in args.targets.split(",")]:
-            for p in [p for p in capabilities.PRECISIONS if p in args.precisions.split(",")]:
+        for cell in targets.cells(args.targets.split(","), args.precisions.split(",")):
+            t, p = cell.target, cell.precision
+            if True:
                 key = f"{t}-{p}"
-                ok, reason = capabilities.availability(t, p)
-                if not ok:
-                    engines[key] = {"status": "UNAVAILABLE", "error": reason}
+                avail = targets.get(t).availability(p)
+                if not avail.ok:
+                    engines[key] = {"status": "UNAVAILABLE", "error": avail.reason}
                 else:
                     print(f"exporting {key} ...", file=sys.stderr, flush=True)
                     engines[key] = export_engine(args, t, p, work)

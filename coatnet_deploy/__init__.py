@@ -1,8 +1,33 @@
 """coatnet-deploy: export CoAtNet classifiers to edge runtimes and prove them against PyTorch."""
 
-__version__ = "0.1.0"
-
 __all__ = ["build_model", "__version__"]
+
+
+def __getattr__(name: str):
+    # Computed on first use: reading the installed metadata costs tens of ms that the device
+    # runtime, which imports this package, should not pay at start-up.
+    if name == "__version__":
+        global __version__
+        __version__ = _version()
+        return __version__
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _version() -> str:
+    """The installed distribution's version (what pip shows); for a never-installed source tree,
+    the version its pyproject.toml declares."""
+    import re
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        return metadata.version("coatnet-deploy")
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8") if pyproject.is_file() else ""
+    found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    return found.group(1) if found else "0+unknown"
 
 
 def build_model(name, num_classes=None, image_size=None, weights=None, **kwargs):

@@ -17,8 +17,11 @@ from typing import Any
 
 from coatnet_deploy.errors import UserError
 
-SCHEMA_VERSION = 1
+# 2: manifest.sha256 beside the manifest; golden .npy files for device apps.
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
+#: sha256sum format ("<hex>  manifest.json"), so `sha256sum -c manifest.sha256` checks it too
+MANIFEST_SUM = "manifest.sha256"
 # Reports are rewritten by `parity`/`bench` runs; they are listed but not part of the integrity set.
 UNCHECKED = ("report.json", "report.md", "report.html")
 
@@ -35,10 +38,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def artifact_entries(root: Path) -> list[dict[str, Any]]:
-    """sha256 and size of every file in the bundle except the manifest, sorted by path."""
+    """sha256 and size of every file in the bundle except the manifest and its checksum, sorted by path."""
     out = []
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
+        if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, MANIFEST_SUM):
             rel = p.relative_to(root).as_posix()
             out.append({"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size})
     return out
@@ -100,6 +103,7 @@ class BundleWriter:
         manifest["schema_version"] = SCHEMA_VERSION
         manifest["artifacts"] = artifact_entries(self.dir)
         _write_json(self.dir / MANIFEST, manifest)
+        write_manifest_sum(self.dir)
         return manifest
 
     def commit(self) -> Path:
@@ -156,6 +160,29 @@ def _json_default(o: Any) -> Any:
 
 def write_json(path: str | Path, data: Any) -> None:
     _write_json(Path(path), data)
+
+
+def write_manifest_sum(root: Path) -> None:
+    """(Re)write manifest.sha256 for the manifest as it is on disk now."""
+    tmp = root / (MANIFEST_SUM + ".tmp")
+    tmp.write_text(f"{sha256_file(root / MANIFEST)}  {MANIFEST}\n", encoding="ascii")
+    os.replace(tmp, root / MANIFEST_SUM)
+
+
+def check_manifest_sum(bundle: str | Path) -> None:
+    """Refuse a schema-2 manifest that was edited after export (UserError naming the file)."""
+    root = Path(bundle)
+    path = root / MANIFEST_SUM
+    if not path.is_file():
+        raise UserError(f"bundle '{bundle}': {MANIFEST_SUM} is missing", f"schema {SCHEMA_VERSION} bundles carry the checksum of {MANIFEST}",
+                        "copy the whole bundle directory, or export again")
+    text = path.read_text(encoding="ascii", errors="replace").split()
+    if len(text) != 2 or text[1] != MANIFEST or len(text[0]) != 64:
+        raise UserError(f"bundle '{bundle}': {MANIFEST_SUM} is not a checksum line for {MANIFEST}", "it was edited or damaged",
+                        "copy the bundle again or export again")
+    if sha256_file(root / MANIFEST) != text[0].lower():
+        raise UserError(f"bundle '{bundle}': {MANIFEST} does not match its SHA-256 in {MANIFEST_SUM}",
+                        "the manifest was changed after export", "copy the bundle again or export again")
 
 
 def _fsync_tree(root: Path) -> None:
@@ -224,9 +251,12 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or "schema_version" not in manifest:
         raise UserError(f"bundle '{bundle}': {MANIFEST} has no schema_version", "it was not written by coatnet-deploy", "export the bundle again")
     sv = manifest["schema_version"]
-    if not isinstance(sv, int) or sv > SCHEMA_VERSION:
+    if not isinstance(sv, int) or isinstance(sv, bool) or sv > SCHEMA_VERSION:
         raise UserError(f"bundle '{bundle}' has schema version {sv}", f"this coatnet-deploy reads up to version {SCHEMA_VERSION}",
                         "upgrade coatnet-deploy (pip install -U coatnet-deploy)")
+    # The checksum file is checked wherever it exists: editing schema_version down must not skip it.
+    if sv >= 2 or (root / MANIFEST_SUM).exists():
+        check_manifest_sum(root)
     for key in ("model", "input", "preprocess", "target", "precision", "artifacts"):
         if key not in manifest:
             raise UserError(f"bundle '{bundle}': {MANIFEST} lacks '{key}'", "the manifest is incomplete or was edited", "export the bundle again")
@@ -270,3 +300,5 @@ def rewrite_reports(bundle: Path, manifest: dict[str, Any]) -> None:
     tmp = bundle / (MANIFEST + ".tmp")
     _write_json(tmp, manifest)
     os.replace(tmp, bundle / MANIFEST)
+    if int(manifest.get("schema_version", 1)) >= 2 or (bundle / MANIFEST_SUM).exists():
+        write_manifest_sum(bundle)

@@ -4,7 +4,7 @@
   sorted) or an ``.npz`` of already preprocessed batches; seeded selection, a minimum size,
   unreadable files listed and skipped, a SHA-256 of exactly what was used (for the manifest).
 - :class:`EvalSet`: ``--eval-images DIR`` in ImageFolder layout (one subfolder per class).
-- :func:`default_calibration_dir`: the repository's ``calibration/`` folder.
+- :func:`default_calibration_dir`: the shipped photos (the repository's ``calibration/`` folder).
 
 NumPy + Pillow only (no torch, no onnx): images go through :func:`preprocess_image`, the
 project's only preprocessing, and are decoded batch by batch, never all held at once.
@@ -21,6 +21,7 @@ import numpy as np
 
 from coatnet_deploy.errors import UserError
 from coatnet_deploy.preprocess import PreprocessConfig, image_files, load_image, preprocess_image
+from coatnet_deploy.shipped import calibration_dir as default_calibration_dir  # noqa: F401  (callers import it here)
 
 # Fewer images than this give activation ranges that depend on which few were picked;
 # ORT and NNCF accept fewer without complaint, so the guard lives here.
@@ -29,19 +30,6 @@ MIN_CALIBRATION_IMAGES = 8
 PathLike = Union[str, os.PathLike]
 
 _FIX_CALIB = "Point --calibration at a folder with more images"
-
-
-def default_calibration_dir() -> Path:
-    """-> the repository's ``calibration/`` folder: ``./calibration`` first, then next to the package."""
-    candidates = [Path.cwd() / "calibration", Path(__file__).resolve().parent.parent / "calibration"]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise UserError(
-        "no default calibration folder",
-        f"looked for {candidates[0]} and {candidates[1]}",
-        "Pass --calibration DIR (a folder of images or an .npz of preprocessed batches)",
-    )
 
 
 class CalibrationSet:

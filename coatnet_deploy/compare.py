@@ -32,6 +32,7 @@ class ParityResult:
     per_sample_max_abs_err: list[float]
     gates: dict[str, float] = field(default_factory=dict)
     failures: dict[str, float] = field(default_factory=dict)  # gate -> measured value
+    non_finite: int = 0  # samples whose output holds NaN or Inf: they fail every gate
 
     @property
     def passed(self) -> bool:
@@ -59,6 +60,8 @@ class ParityResult:
             "gates": dict(self.gates),
             "passed": self.passed,
         }
+        if self.non_finite:
+            d["non_finite_samples"] = self.non_finite
         if self.failures:
             d["failed_gates"] = sorted(self.failures)
             d["min_passing"] = self.min_passing()
@@ -102,6 +105,8 @@ def compare(reference: np.ndarray, actual: np.ndarray, gates: dict[str, float] |
     top1 = float(np.mean(_topk(np.nan_to_num(act2, nan=-np.inf), 1)[:, 0] == top1_ref))
     top5_act = _topk(np.nan_to_num(act2, nan=-np.inf), 5)
     top5 = float(np.mean([top1_ref[i] in top5_act[i] for i in range(len(top1_ref))]))
+    # Identical rows are cosine 1 exactly (dot / (|a||b|) rounds to 1 - 2e-16).
+    cos = np.where((ref2 == act2).all(axis=1), 1.0, cos)
     res = ParityResult(
         samples=int(ref2.shape[0]),
         cosine_min=float(cos.min()),
@@ -112,6 +117,7 @@ def compare(reference: np.ndarray, actual: np.ndarray, gates: dict[str, float] |
         top5_agreement=top5,
         per_sample_cosine=[float(c) for c in cos],
         per_sample_max_abs_err=[float(e) for e in abs_err],
+        non_finite=int((~np.isfinite(act2).all(axis=1)).sum()),
     )
     apply_gates(res, gates or {})
     return res
@@ -140,7 +146,7 @@ def apply_gates(res: ParityResult, gates: dict[str, float], extra: dict[str, flo
         if value is None:
             continue
         ok = value >= threshold if direction == "min" else value <= threshold
-        if not ok or (isinstance(value, float) and math.isnan(value)):
+        if not ok or (isinstance(value, float) and math.isnan(value)) or (res.non_finite and name not in (extra or {})):
             res.failures[name] = float(value)
     return res
 

@@ -24,23 +24,18 @@ DEFAULT_GATES: dict[str, dict[str, float]] = {
 }
 GATE_KEYS = ("cosine_min", "max_abs_err", "mean_abs_err", "top1_agreement", "top5_agreement", "accuracy_drop")
 
-TENSORRT_DEFAULTS: dict[str, Any] = {
-    "workspace_mb": 2048,
-    "opt_level": 3,
-    "timing_cache": None,
-    "hardware_compat": "none",
-    "version_compatible": False,
-}
-
 
 @dataclass
 class ExportConfig:
-    model: str = "coatnet_0_rw_224"
+    # None: the architecture --weights names (a timm folder or train.py checkpoint), else coatnet_0_rw_224
+    model: str | None = None
     weights: str | None = None
+    # False (timm's validate.py default): the trained weights; the EMA copy only when asked for
+    ema: bool = False
     num_classes: int | None = None
     labels: str | None = None
     image_size: int | None = None
-    target: str = "onnxruntime"
+    target: str | None = None  # None: the registry's default target
     precision: str = "fp32"
     calibration: str | None = None
     calibration_samples: int = 300
@@ -62,7 +57,21 @@ class ExportConfig:
     int8_method: str = "auto"
     calibrate_method: str = "minmax"
     gates: dict = field(default_factory=dict)
-    tensorrt: dict = field(default_factory=dict)
+    #: each target's own config section, keyed by the target's name (e.g. its builder settings)
+    target_options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "ExportConfig":
+        """A validated mapping (config file keys, target sections under their target's name) -> config."""
+        core = {k: v for k, v in values.items() if k in FIELDS}
+        sections = {k: dict(v) for k, v in values.items() if k not in FIELDS}
+        return cls(**core, target_options=sections)
+
+    def __post_init__(self) -> None:
+        if self.target is None:
+            from coatnet_deploy import targets
+
+            self.target = targets.default_name()
 
     # -- derived -------------------------------------------------------------------------------
     def batch_range(self) -> tuple[int, int, int]:
@@ -73,14 +82,15 @@ class ExportConfig:
         merged.update(self.gates.get(self.precision, {}) if _nested_gates(self.gates) else self.gates)
         return merged
 
-    def tensorrt_settings(self) -> dict[str, Any]:
-        return {**TENSORRT_DEFAULTS, **self.tensorrt}
+    def default_output(self, model: str | None = None) -> str:
+        """bundles/<model>-<target>-<precision>; ``model``: the resolved variant when the flags name none."""
+        from coatnet_deploy.models.source import DEFAULT_MODEL
 
-    def default_output(self) -> str:
-        return str(Path("bundles") / f"{self.model}-{self.target}-{self.precision}")
+        return str(Path("bundles") / f"{model or self.model or DEFAULT_MODEL}-{self.target}-{self.precision}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        return {**{k: v for k, v in d.items() if k != "target_options"}, **d["target_options"]}
 
 
 def _nested_gates(g: dict) -> bool:
@@ -119,23 +129,18 @@ def _check_gates(gates: dict, source: str, key: str) -> None:
             raise UserError(f"{source}: gate {str(k)!r} must be a number", f"got {v!r}", "fix the value")
 
 
-TENSORRT_TYPES = {
-    "workspace_mb": (int,),
-    "opt_level": (int,),
-    "timing_cache": (str, type(None)),
-    "hardware_compat": (str,),
-    "version_compatible": (bool,),
-}
-
 # name -> (accepted python types, help) or a Field with more rules (coatnet_deploy.fields).
-# The help text documents export_configs/*.yaml.
+# The help text documents export_configs/*.yaml. Each target's own section is added by ``fields_table``.
 FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
-    "model": ((str,), "variant name from `coatnet-deploy models`"),
-    "weights": ((str, type(None)), ".safetensors or torch checkpoint (weights_only); null = seeded random init"),
+    "model": ((str, type(None)), "variant name from `coatnet-deploy models`; null = the one --weights names, else coatnet_0_rw_224"),
+    "weights": ((str, type(None)), ".safetensors, torch state dict or timm train.py checkpoint (weights_only), or a timm "
+                                   "save_for_hf folder / its config.json; null = seeded random init"),
+    "ema": ((bool,), "take the checkpoint's EMA weights (state_dict_ema, then model_ema); false = the trained weights, "
+                     "as timm's validate.py without --use-ema"),
     "num_classes": ((int, type(None)), "head size; inferred from the weights when null"),
     "labels": ((str, type(None)), "text file with one class name per line"),
     "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
-    "target": ((str,), "onnx | onnxruntime | openvino | tensorrt"),
+    "target": ((str,), "a target from `coatnet-deploy targets`"),
     "precision": ((str,), "fp32 | fp16 | int8"),
     "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = calibration/"),
     "calibration_samples": Field((int,), "images drawn (seeded) from the calibration set for INT8", minimum=0),
@@ -144,7 +149,7 @@ FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
     "golden_random": Field((int,), "how many seeded random tensors join the golden inputs", minimum=0),
     "batch": Field((str,), "dynamic batch range MIN:OPT:MAX", check=lambda value, source, key: parse_batch(value)),
     "reference": Field((str,), "auto | cpu | cuda: where the PyTorch reference runs", choices=("auto", "cpu", "cuda")),
-    "defer_build": ((bool,), "TensorRT only: write the bundle and build the engine on the device"),
+    "defer_build": ((bool,), "targets whose engines are built on the device: write the bundle, build there"),
     "output": ((str, type(None)), "bundle directory; null = bundles/<model>-<target>-<precision>"),
     "opset": ((int,), "ONNX opset (17 parses on TensorRT 10.x / JetPack 6)"),
     "simplify": ((bool,), "run onnxsim (checked against the plain graph)"),
@@ -154,17 +159,31 @@ FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
     "eval_images": ((str, type(None)), "ImageFolder tree: adds dataset accuracy to the report"),
     "sensitivity": ((bool,), "INT8: per-node SQNR ranking in the report"),
     "max_drop": ((float, int, type(None)), "INT8 accuracy budget: move worst layers to float until the gate holds"),
-    "int8_method": Field((str,), "openvino INT8: auto | qdq | nncf (auto keeps the closer one)", choices=("auto", "qdq", "nncf")),
+    "int8_method": Field((str,), "INT8 where a target offers several methods: auto | qdq | nncf (auto keeps the closer one)",
+                         choices=("auto", "qdq", "nncf")),
     "calibrate_method": Field((str,), "minmax | entropy | percentile", choices=("minmax", "entropy", "percentile")),
     "gates": Field((dict,), "parity gate overrides, e.g. {cosine_min: 0.995} or per precision {int8: {...}}", check=_check_gates),
-    "tensorrt": Field((dict,), "workspace_mb, opt_level, timing_cache, hardware_compat, version_compatible",
-                      section={k: (t, "") for k, t in TENSORRT_TYPES.items()}),
 }
 
 
+def target_sections() -> dict[str, dict]:
+    """{target name: its Option table} for every registered target that has options of its own."""
+    from coatnet_deploy import targets
+
+    return {t.name: t.options for t in targets.all_targets() if t.options}
+
+
+def fields_table() -> dict[str, Field | tuple]:
+    """FIELDS plus one section per target with options of its own (``tensorrt: {workspace_mb: ...}``)."""
+    sections = {name: Field((dict,), f"{name}'s own options: {', '.join(opts)}",
+                            section={k: Field(o.types, o.help, choices=tuple(o.choices) or None) for k, o in opts.items()})
+                for name, opts in target_sections().items()}
+    return {**FIELDS, **sections}
+
+
 def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Check keys and types of an export config mapping against FIELDS; returns it unchanged when valid."""
-    check_fields(values, FIELDS, source)
+    """Check keys and types of an export config mapping (``fields_table``); returns it unchanged when valid."""
+    check_fields(values, fields_table(), source)
     return values
 
 
@@ -202,4 +221,4 @@ def make_config(config_file: str | None, overrides: dict[str, Any]) -> ExportCon
     given = {k: v for k, v in overrides.items() if v is not None}
     validate(given, "command line")
     values.update(given)
-    return ExportConfig(**values)
+    return ExportConfig.from_mapping(values)

@@ -39,7 +39,7 @@ class Field:
 
 Table = Mapping[str, Union[Field, tuple]]
 
-_TYPE_NAMES = {"str": "string", "int": "integer", "float": "number", "bool": "true/false", "dict": "mapping", "list": "a list"}
+_TYPE_NAMES = {"str": "string", "int": "integer", "float": "number", "bool": "true/false", "dict": "a mapping", "list": "a list"}
 
 
 def as_field(entry: Field | tuple) -> Field:

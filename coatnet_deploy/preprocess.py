@@ -1,13 +1,29 @@
-"""The one image preprocessing of the project: load any image, resize, center crop, normalise.
+"""The one image preprocessing of the project: load any image, resize, crop (or pad), normalise.
 
 Golden inputs, INT8 calibration, accuracy evaluation and ``predict`` all call
 :func:`preprocess_image`, so what the engine sees on the device is what it was proven on.
 NumPy + Pillow only: the device runtime imports this module, so it must never import torch.
 
-The transform is timm's eval transform (``transforms_imagenet_eval``, crop_mode "center"):
-resize the shorter side to ``floor(image_size / crop_pct)`` with PIL, center crop, ``x / 255``,
-``(x - mean) / std``, HWC -> CHW, float32. ``tests/fixtures/preprocess`` holds timm's own output
-for a few images; this module reproduces it bit for bit.
+The transform is timm's eval transform (``timm/data/transforms_factory.py:
+transforms_imagenet_eval``) for a square input of side ``C`` (``crop``) and ``S = resize =
+floor(C / crop_pct)``. The image is ``W x H`` after decoding; every resize is one PIL
+``Image.resize`` with the manifest's filter (skipped when the size is already right), and
+``round()`` below is Python's: halves go to the even neighbour (C++: ``std::nearbyint``).
+
+- ``crop_mode "center"`` (the default, and what a manifest without ``crop_mode`` means): the
+  shorter side becomes ``S``, the longer ``int(S * long / short)`` (truncated: torchvision's
+  ``Resize(int)``); then a ``C x C`` crop at ``left = round((w - C) / 2)``, ``top = round((h - C) / 2)``
+  (torchvision's ``CenterCrop``).
+- ``"squash"``: resize to exactly ``S x S`` (aspect ratio not kept), then the same center crop.
+- ``"border"``: ``ratio = max(W / S, H / S)`` (in double), resize to ``round(W / ratio) x
+  round(H / ratio)`` (timm's ``ResizeKeepRatio(longest=1)``: the longer side becomes ``S``); then
+  timm's ``CenterCropOrPad``: a side shorter than ``C`` is padded to ``C`` with
+  ``(C - n) // 2`` pixels before and ``(C - n + 1) // 2`` after, filled with the colour
+  ``round(255 * mean)`` per channel; a side longer than ``C`` is cropped as above.
+
+Then, per pixel and in float32, in this order: ``x = v / 255``, ``(x - mean) / std``; HWC -> CHW.
+``tests/fixtures/preprocess`` holds timm's own output for photographs and odd-sized images in all
+three modes; this module reproduces it bit for bit.
 
 Decisions about odd inputs (documented because they change pixel values):
 
@@ -62,7 +78,9 @@ _MAX_RESIZED_LONG_FACTOR = 8
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
 
-_CONFIG_KEYS = ("resize", "crop", "mean", "std", "interpolation", "crop_pct")
+CROP_MODES = ("center", "squash", "border")
+
+_CONFIG_KEYS = ("resize", "crop", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 
 
 def _default_mean() -> tuple[float, float, float]:
@@ -75,8 +93,9 @@ class PreprocessConfig:
 
     resize: the shorter side after resizing (px); crop: the square center crop (px);
     interpolation: 'bicubic' | 'bilinear' | 'nearest'; mean, std: per RGB channel, on 0..1 values;
-    crop_pct: crop / resize as timm states it (informational once resize is set).
-    Defaults follow most CoAtNet weights in timm (mean = std = 0.5, bicubic, crop_pct 0.95).
+    crop_pct: crop / resize as timm states it (informational once resize is set);
+    crop_mode: 'center' | 'squash' | 'border', timm's eval crop modes (see the module docstring).
+    Defaults follow most CoAtNet weights in timm (mean = std = 0.5, bicubic, crop_pct 0.95, center).
     """
 
     resize: int = 235
@@ -85,6 +104,7 @@ class PreprocessConfig:
     mean: tuple[float, float, float] = field(default_factory=_default_mean)
     std: tuple[float, float, float] = field(default_factory=_default_mean)
     crop_pct: float = 0.95
+    crop_mode: str = "center"
 
     def __post_init__(self) -> None:
         # Normalise sequences (lists from JSON/YAML) to tuples so configs compare and hash.
@@ -113,6 +133,9 @@ class PreprocessConfig:
         object.__setattr__(self, "crop_pct", float(cp))
         if any(s <= 0 for s in self.std):
             raise UserError(f"preprocess.std is {self.std!r}", "every std must be > 0")
+        if self.crop_mode not in CROP_MODES:
+            raise UserError(f"preprocess.crop_mode is {self.crop_mode!r}", "it is not one of timm's eval crop modes",
+                            f"Use one of: {', '.join(CROP_MODES)}")
 
     @classmethod
     def for_size(
@@ -122,6 +145,7 @@ class PreprocessConfig:
         interpolation: str = "bicubic",
         mean: Iterable[float] = (0.5, 0.5, 0.5),
         std: Iterable[float] = (0.5, 0.5, 0.5),
+        crop_mode: str = "center",
     ) -> "PreprocessConfig":
         """Config for a square ``image_size`` input, resize = floor(image_size / crop_pct) as timm does."""
         if not _is_pos_int(image_size):
@@ -130,11 +154,12 @@ class PreprocessConfig:
             raise UserError(f"crop_pct is {crop_pct!r}", "it must be a number in (0, 1]")
         resize = math.floor(image_size / crop_pct)
         return cls(resize=resize, crop=image_size, interpolation=interpolation,
-                   mean=tuple(mean), std=tuple(std), crop_pct=float(crop_pct))
+                   mean=tuple(mean), std=tuple(std), crop_pct=float(crop_pct), crop_mode=crop_mode)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessConfig":
-        """Manifest / model-info dict -> config. Needs ``crop``; ``resize`` defaults to floor(crop / crop_pct).
+        """Manifest / model-info dict -> config. Needs ``crop``; ``resize`` defaults to floor(crop / crop_pct);
+        ``crop_mode`` to "center" (bundles written before crop modes existed).
 
         Unknown keys are rejected (a typo would otherwise silently change nothing).
         """
@@ -165,6 +190,7 @@ class PreprocessConfig:
             mean=d.get("mean", (0.5, 0.5, 0.5)),
             std=d.get("std", (0.5, 0.5, 0.5)),
             crop_pct=crop_pct,
+            crop_mode=d.get("crop_mode", "center"),
         )
 
     def to_dict(self) -> dict:
@@ -176,6 +202,7 @@ class PreprocessConfig:
             "std": list(self.std),
             "interpolation": self.interpolation,
             "crop_pct": self.crop_pct,
+            "crop_mode": self.crop_mode,
         }
 
 
@@ -353,9 +380,7 @@ def _resized_center_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image
         nw, nh = cfg.resize, int(cfg.resize * h / w)
     else:
         nw, nh = int(cfg.resize * w / h), cfg.resize
-    # torchvision CenterCrop offsets: round((size - crop) / 2).
-    left = int(round((nw - cfg.crop) / 2.0))
-    top = int(round((nh - cfg.crop) / 2.0))
+    left, top = _center_offset(nw, cfg.crop), _center_offset(nh, cfg.crop)
     if max(nw, nh) <= _MAX_RESIZED_LONG_FACTOR * cfg.resize:
         if (nw, nh) != (w, h):
             img = img.resize((nw, nh), resample)
@@ -366,13 +391,49 @@ def _resized_center_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image
     return img.resize((cfg.crop, cfg.crop), resample, box=box)
 
 
+def _center_offset(size: int, crop: int) -> int:
+    # torchvision CenterCrop: int(round((size - crop) / 2.0)), Python's round (halves to even)
+    return int(round((size - crop) / 2.0))
+
+
+def _squashed_center_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    # timm crop_mode "squash": transforms.Resize((S, S)) then CenterCrop(C)
+    if img.size != (cfg.resize, cfg.resize):
+        img = img.resize((cfg.resize, cfg.resize), INTERPOLATIONS[cfg.interpolation])
+    off = _center_offset(cfg.resize, cfg.crop)
+    return img.crop((off, off, off + cfg.crop, off + cfg.crop))
+
+
+def _bordered(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    # timm crop_mode "border": ResizeKeepRatio(S, longest=1.0) then CenterCropOrPad(C, fill=round(255 * mean))
+    w, h = img.size
+    ratio = max(h / cfg.resize, w / cfg.resize)
+    # max(1, ...): where timm would ask PIL for a 0-pixel side (and fail), keep one pixel
+    nw, nh = max(1, round(w / ratio)), max(1, round(h / ratio))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), INTERPOLATIONS[cfg.interpolation])
+    c = cfg.crop
+    if nw < c or nh < c:
+        fill = tuple(round(255 * m) for m in cfg.mean)
+        padded = Image.new("RGB", (max(nw, c), max(nh, c)), fill)
+        padded.paste(img, ((c - nw) // 2 if nw < c else 0, (c - nh) // 2 if nh < c else 0))
+        img, (nw, nh) = padded, padded.size
+        if (nw, nh) == (c, c):
+            return img
+    left, top = _center_offset(nw, c), _center_offset(nh, c)
+    return img.crop((left, top, left + c, top + c))
+
+
+_CROPS = {"center": _resized_center_crop, "squash": _squashed_center_crop, "border": _bordered}
+
+
 def preprocess_image(source: ImageSource, cfg: PreprocessConfig, name: str | None = None) -> np.ndarray:
     """Path, bytes or PIL image -> float32 array (3, crop, crop), normalised with cfg's mean/std.
 
     Raises UserError (see :func:`load_image`) for anything that is not a readable image.
     """
     img = load_image(source, name=name)
-    img = _resized_center_crop(img, cfg)
+    img = _CROPS[cfg.crop_mode](img, cfg)
     # Same float32 operation order as torchvision ToTensor + Normalize, so results match exactly.
     x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
     mean = np.asarray(cfg.mean, dtype=np.float32)

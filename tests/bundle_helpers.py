@@ -1,8 +1,7 @@
 """One tiny bundle per test session, shared by the runtime / predict / reliability / error tests.
 
 Exporting even ``coatnet_tiny`` costs ~20 s on the 2-core machine, so it is built once per process
-(cached here) and copied by tests that change it. ``openvino_bundle_from`` derives an OpenVINO
-bundle from it without PyTorch (IR from the bundle's model.onnx), for runtime tests that need one.
+(cached here) and copied by tests that change it; ``openvino_bundle_from`` is its OpenVINO twin.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ def config_file(directory: Path, **overrides) -> Path:
 def export_tiny(output: Path, **overrides) -> Path:
     """Export the tiny config in this process (torch is imported here, never in the runtime)."""
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.pipeline import export
+    from coatnet_deploy.export import export
 
     cfg = make_config(str(config_file(_root, **overrides)), {"output": str(output)})
     return export(cfg).bundle
@@ -80,22 +79,9 @@ def has_openvino() -> bool:
 
 
 def openvino_bundle_from() -> Path:
-    """An OpenVINO fp32 bundle made from the tiny bundle's model.onnx (IR conversion only, no torch)."""
+    """The tiny config exported to an OpenVINO fp32 bundle (a real export, cached like the ORT one)."""
     if "ov" not in _cache:
-        from coatnet_deploy.backends.openvino import ir_from_onnx
-        from coatnet_deploy.bundle import BundleWriter, read_manifest
-
-        src = tiny_bundle()
-        manifest = read_manifest(src)
-        writer = BundleWriter(_root / "tiny-ov")
-        with writer:
-            for name in ("model.onnx", "golden.npz"):
-                shutil.copyfile(src / name, writer.path(name))
-            ir_from_onnx(str(src / "model.onnx"), str(writer.dir), compress_to_fp16=False)
-            manifest.update({"target": "openvino", "engine": {"runtime": "openvino", "files": ["model.xml", "model.bin"],
-                                                             "inference_precision_hint": "f32"}})
-            writer.write_manifest(manifest)
-            _cache["ov"] = writer.commit()
+        _cache["ov"] = export_tiny(_root / "tiny-ov", target="openvino")
     return _cache["ov"]
 
 

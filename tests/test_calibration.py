@@ -181,10 +181,11 @@ def test_npz_not_a_zip(tmp_path):
 
 
 def test_default_calibration_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert default_calibration_dir() == ROOT / "calibration"      # falls back to the repo's folder
+    # The shipped photos (here: the checkout's folder; tests/test_packaging.py checks the wheel's),
+    # whatever folder the command runs in: a ./calibration there is not picked up by accident.
     (tmp_path / "calibration").mkdir()
-    assert default_calibration_dir() == tmp_path / "calibration"  # cwd first
+    monkeypatch.chdir(tmp_path)
+    assert default_calibration_dir() == ROOT / "calibration"
 
 
 def test_shipped_calibration_folder_is_complete_and_documented():

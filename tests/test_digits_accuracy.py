@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coatnet_deploy.config import make_config
-from coatnet_deploy.pipeline import export
+from coatnet_deploy.export import export
 
 FIXTURE = Path(__file__).parent / "fixtures" / "digits"
 WEIGHTS = FIXTURE / "coatnet_tiny_digits.safetensors"

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from bundle_helpers import REPO, cli_in_process, copy_bundle, run_cli, stderr_lines, tiny_bundle
+from timm_fixtures import folder_variant, unpacked
 from coatnet_deploy.errors import UserError
 
 PHOTOS = sorted((REPO / "calibration").glob("*.jpg"))
@@ -43,10 +44,10 @@ def assert_nothing_written(out_dir: Path) -> None:
     assert not list(out_dir.parent.glob(f".{out_dir.name}.partial-*"))
 
 
-def export_fails(capsys, tmp_path, *args, code=1, needles=()):
+def export_fails(capsys, tmp_path, *args, code=1, needles=(), model="coatnet_tiny"):
     out_dir = tmp_path / "out"
-    rc, stdout, lines = cli(capsys, "export", "--model", "coatnet_tiny", "--bench-iterations", "0", "--json",
-                            "--output", out_dir, *args)
+    rc, stdout, lines = cli(capsys, "export", *(("--model", model) if model else ()), "--bench-iterations", "0",
+                            "--json", "--output", out_dir, *args)
     assert rc == code, lines
     assert stdout == ""
     assert_nothing_written(out_dir)
@@ -124,6 +125,168 @@ def test_empty_weights(capsys, tmp_path):
     export_fails(capsys, tmp_path, "--weights", empty, needles=("empty.pth", "empty"))
 
 
+def test_weights_not_found(capsys, tmp_path):
+    export_fails(capsys, tmp_path, "--weights", tmp_path / "nope", needles=("--weights", "nope", "not found", "save_for_hf"))
+
+
+# -- export: a timm save_for_hf folder or train.py checkpoint ----------------------------------------
+
+def _folder_fails(capsys, tmp_path, edit=None, *args, config_text=None, needles=(), model=None):
+    folder = folder_variant(tmp_path, edit, config_text=config_text)
+    return export_fails(capsys, tmp_path, "--weights", folder, *args, model=model, needles=needles)
+
+
+def test_model_contradicts_weights(capsys, tmp_path):
+    export_fails(capsys, tmp_path, "--weights", unpacked()["folder"],
+                 needles=("--model coatnet_tiny contradicts the weights", "config.json names architecture coatnet_pico_rw_224",
+                          "--model coatnet_pico_rw_224"))
+
+
+def test_unknown_architecture(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c.update(architecture="resnet50"),
+                  needles=("names architecture 'resnet50'", "does not build", "coatnet_tiny", "'architecture' in config.json"))
+
+
+def test_checkpoint_names_unknown_architecture(capsys, tmp_path):
+    import torch
+
+    ck = torch.load(unpacked()["checkpoint"], map_location="cpu", weights_only=False)
+    ck["args"].model = "vit_base_patch16_224"
+    path = tmp_path / "vit.pth.tar"
+    torch.save(ck, path)
+    export_fails(capsys, tmp_path, "--weights", path, model=None,
+                 needles=("vit.pth.tar names architecture 'vit_base_patch16_224'", "does not build", "args.model"))
+
+
+def test_config_json_not_json(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, config_text='{"architecture": "coatnet_pico_rw_224",',
+                  needles=("config.json is not valid JSON", "line 1", "save_for_hf"))
+
+
+def test_config_json_wrong_type(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c.update(num_classes="three"),
+                  needles=("config.json is malformed", "num_classes is 'three'", "positive integer", "save_for_hf"))
+
+
+def test_config_json_classes_disagree_with_weights(capsys, tmp_path):
+    def five(cfg):
+        cfg["num_classes"] = cfg["model_args"]["num_classes"] = cfg["pretrained_cfg"]["num_classes"] = 5
+
+    _folder_fails(capsys, tmp_path, five,
+                  needles=("config.json says num_classes 5", "model.safetensors has 3 classes", "fix num_classes there to 3"))
+
+
+def test_config_json_architecture_does_not_fit_weights(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c.update(architecture="coatnet_nano_rw_224"),
+                  needles=("do not fit coatnet_nano_rw_224 at 64px", "missing", "'architecture' in config.json says coatnet_nano_rw_224"))
+
+
+def test_config_json_label_names_count(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c.update(label_names=["a", "b"]),
+                  needles=("config.json has 2 label_names", "the model has 3 classes", "--labels"))
+
+
+def test_config_json_non_square_input(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c["model_args"].update(img_size=[64, 96]),
+                  needles=("gives input size 64x96", "square inputs only", "--image-size"))
+
+
+def test_config_json_input_size_not_multiple_of_32(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c["model_args"].update(img_size=100),
+                  needles=("config.json gives input size 100", "multiple of 32", "--image-size"))
+
+
+def test_config_json_unsupported_crop_mode(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c["pretrained_cfg"].update(crop_mode="letterbox"),
+                  needles=("asks for crop_mode 'letterbox'", "center, squash, border", "set crop_mode"))
+
+
+def test_config_json_unsupported_interpolation(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c["pretrained_cfg"].update(interpolation="lanczos"),
+                  needles=("asks for interpolation 'lanczos'", "bicubic, bilinear, nearest"))
+
+
+def test_config_json_crop_pct_over_one(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c["pretrained_cfg"].update(crop_pct=1.15),
+                  needles=("asks for crop_pct 1.15", "at most 1.0"))
+
+
+def test_config_json_unsupported_global_pool(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c["model_args"].update(global_pool="max"),
+                  needles=("sets model_args.global_pool = 'max'", "average pooling only"))
+
+
+def test_config_json_not_rgb(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c["model_args"].update(in_chans=1),
+                  needles=("describes a 1-channel input", "3 channels"))
+
+
+def test_config_json_unsupported_model_arg(capsys, tmp_path):
+    _folder_fails(capsys, tmp_path, lambda c: c["model_args"].update(depths=[1, 1, 1, 1]),
+                  needles=("sets model_args.depths", "cannot apply it"))
+
+
+def test_folder_without_config_json(capsys, tmp_path):
+    d = tmp_path / "only_weights"
+    d.mkdir()
+    (d / "model.safetensors").symlink_to(unpacked()["folder"] / "model.safetensors")
+    export_fails(capsys, tmp_path, "--weights", d, model=None, needles=("has no config.json", "model.safetensors"))
+
+
+def test_folder_without_weights_file(capsys, tmp_path):
+    d = tmp_path / "only_config"
+    d.mkdir()
+    (d / "config.json").write_bytes((unpacked()["folder"] / "config.json").read_bytes())
+    export_fails(capsys, tmp_path, "--weights", d / "config.json", model=None,
+                 needles=("has config.json but no model.safetensors or pytorch_model.bin", "copy the weights"))
+
+
+@pytest.mark.parametrize("shape", ["state dict", "folder"])
+def test_ema_without_ema_weights(capsys, tmp_path, tiny_weights, shape):
+    weights = tiny_weights / "tiny.safetensors" if shape == "state dict" else unpacked()["folder"]
+    export_fails(capsys, tmp_path, "--weights", weights, "--ema", model=None if shape == "folder" else "coatnet_tiny",
+                 needles=("--ema given", "no EMA weights", "drop --ema"))
+
+
+def test_ema_without_weights(capsys, tmp_path):
+    export_fails(capsys, tmp_path, "--ema", needles=("--ema needs --weights", "drop --ema"))
+
+
+class _OpenPayload:
+    """Unpickling this would create a file: planted inside a train.py checkpoint's args."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_payload_inside_args(capsys, tmp_path, tiny_weights):
+    import argparse
+
+    import torch
+    from safetensors.torch import load_file
+
+    marker = tmp_path / "payload_ran"
+    args = argparse.Namespace(model="coatnet_tiny", num_classes=10, img_size=64, hook=_OpenPayload(str(marker)))
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 3, "arch": "coatnet_tiny", "state_dict": load_file(str(tiny_weights / "tiny.safetensors")),
+                "optimizer": {}, "version": 2, "args": args, "metric": 1.0}, path)
+    assert not marker.exists()
+    export_fails(capsys, tmp_path, "--weights", path, model=None,
+                 needles=("refusing to load", "model_best.pth.tar", "argparse.Namespace", "safetensors"))
+    assert not marker.exists()
+    # the same checkpoint without the payload is a timm train.py checkpoint and loads
+    args.hook = None
+    torch.save({"epoch": 3, "arch": "coatnet_tiny", "state_dict": load_file(str(tiny_weights / "tiny.safetensors")),
+                "optimizer": {}, "version": 2, "args": args, "metric": 1.0}, path)
+    from coatnet_deploy.models import resolve_model_source
+
+    src = resolve_model_source(weights=str(path))
+    assert (src.name, src.num_classes, src.weights_format) == ("coatnet_tiny", 10, "timm train.py checkpoint")
+
+
 def test_image_size_not_multiple_of_32(capsys, tmp_path):
     export_fails(capsys, tmp_path, "--image-size", "70", needles=("image size 70", "multiple of 32"))
 
@@ -195,11 +358,6 @@ def test_calibration_odd_modes_work(tmp_path):
 
 
 # -- predict: images ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def bundle() -> Path:
-    return tiny_bundle()
-
 
 def predict_fails(capsys, bundle, image, *needles):
     rc, stdout, lines = cli(capsys, "predict", bundle, image)
@@ -284,6 +442,11 @@ def test_config_wrong_type(capsys, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: coatnet_tiny\nopset: seventeen\n")
     export_fails(capsys, tmp_path, "--config", cfg, needles=("'opset'", "integer", "seventeen"))
+
+
+def test_config_not_a_file_nor_a_shipped_name(capsys, tmp_path):
+    export_fails(capsys, tmp_path, "--config", "openvino-int9",
+                 needles=("config file 'openvino-int9' not found", "openvino-int8", str(REPO / "export_configs")))
 
 
 # -- bundles --------------------------------------------------------------------------------------

@@ -62,13 +62,13 @@ def test_nested_sections_name_the_full_key():
     refuses({"sub": {"depht": 1}}, "unknown key 'sub.depht'", "did you mean 'sub.depth'?")
     refuses({"sub": {"depth": -2}}, "key 'sub.depth' is -2: it cannot be negative")
     refuses({"sub": {"label": 1}}, "key 'sub.label' must be string")
-    refuses({"sub": [1]}, "key 'sub' must be mapping")
+    refuses({"sub": [1]}, "key 'sub' must be a mapping")
 
 
 def test_type_names():
     assert type_name((int, type(None))) == "integer or null"
     assert type_name((float, int)) == "number or integer"
-    assert type_name((dict,)) == "mapping" and type_name((list,)) == "a list"
+    assert type_name((dict,)) == "a mapping" and type_name((list,)) == "a list"
 
 
 def test_export_and_matrix_configs_share_the_messages():

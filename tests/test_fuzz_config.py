@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coatnet_deploy.config import FIELDS, TENSORRT_TYPES, ExportConfig, load_config_file, make_config, validate
+from coatnet_deploy.config import FIELDS, ExportConfig, load_config_file, make_config, target_sections, validate
 from coatnet_deploy.errors import UserError
 
 SETTINGS = settings(max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
@@ -45,7 +45,7 @@ def test_make_config_from_random_flags(m):
 
 
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(sorted(TENSORRT_TYPES) + ["bogus"]), values, max_size=4),
+@given(st.dictionaries(st.sampled_from(sorted(target_sections()["tensorrt"]) + ["bogus"]), values, max_size=4),
        st.dictionaries(st.one_of(st.sampled_from(["fp32", "fp16", "int8", "cosine_min", "max_abs_err"]), st.integers()), values, max_size=4))
 def test_nested_sections(trt, gates):
     _accepts_or_user_error(validate, {"tensorrt": trt, "gates": gates}, "fuzz.yaml")

@@ -13,7 +13,7 @@ import pytest
 from coatnet_deploy.bundle import verify_bundle
 from coatnet_deploy.config import make_config
 from coatnet_deploy.errors import UserError
-from coatnet_deploy.pipeline import export
+from coatnet_deploy.export import export
 
 CASES = [
     ("onnx", "fp32"),
@@ -168,3 +168,19 @@ def test_tensorrt_defer_build_bundle(tmp_path, precision):
     from coatnet_deploy.parity import check_bundle
 
     assert check_bundle(b)["status"] == "PASSED"
+
+
+def test_openvino_int8_engine_is_right_at_every_batch_size_in_any_order(bundles):
+    """OpenVINO's CPU plugin ran a dynamic-batch INT8 model wrong on AMX CPUs once the batch shrank
+    (batch 4 then 2): the device path must give each sample's batch-1 logits whatever the order."""
+    from coatnet_deploy.parity import load_golden
+    from coatnet_deploy.runtime.engines import open_runner
+
+    b = bundles[("openvino", "int8")].bundle
+    manifest = verify_bundle(b)
+    x = load_golden(b)["inputs"][:4]
+    runner, runs = open_runner(b, manifest)
+    with runner:
+        alone = np.concatenate([runner.infer(x[i:i + 1]) for i in range(4)])
+        for n in (4, 2, 1, 3, 4, 1):
+            np.testing.assert_allclose(runner.infer(x[:n]), alone[:n], atol=1e-3, err_msg=f"batch {n} ({runs})")

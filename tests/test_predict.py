@@ -18,11 +18,6 @@ PHOTOS = sorted((REPO / "calibration").glob("*.jpg"))[:3]
 EXAMPLE = REPO / "examples" / "python" / "classify.py"
 
 
-@pytest.fixture(scope="module")
-def bundle() -> Path:
-    return tiny_bundle()
-
-
 def _example(*args) -> subprocess.CompletedProcess:
     return subprocess.run([PY, str(EXAMPLE), *map(str, args)], capture_output=True, text=True, timeout=120, cwd=str(REPO))
 

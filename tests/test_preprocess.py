@@ -46,10 +46,36 @@ def test_matches_timm_eval_transform(name, case):
     # order, so the match is exact, not merely close.
     golden = np.load(FIXTURES / "golden.npz")[name]
     cfg = PreprocessConfig.for_size(case["image_size"], case["crop_pct"], case["interpolation"],
-                                    case["mean"], case["std"])
-    out = preprocess_image(ROOT / "calibration" / case["image"], cfg)
+                                    case["mean"], case["std"], case.get("crop_mode", "center"))
+    out = preprocess_image(ROOT / case.get("dir", "calibration") / case["image"], cfg)
     assert out.dtype == np.float32 and out.shape == golden.shape
     np.testing.assert_array_equal(out, golden)
+
+
+def test_golden_covers_every_crop_mode():
+    modes = {case.get("crop_mode", "center") for _, case in _golden_cases()}
+    assert modes == set(pp.CROP_MODES)
+
+
+def test_border_pads_with_the_mean_colour():
+    # a wide image in border mode: top and bottom rows are padding, filled with round(255 * mean)
+    src = np.full((10, 40, 3), 200, dtype=np.uint8)
+    cfg = PreprocessConfig(resize=16, crop=16, interpolation="nearest", mean=(0.485, 0.456, 0.406),
+                           std=(0.229, 0.224, 0.225), crop_pct=1.0, crop_mode="border")
+    out = preprocess_image(Image.fromarray(src), cfg)
+    fill = np.array([124, 116, 104], dtype=np.float32) / np.float32(255.0)  # round(255 * mean)
+    expect_pad = (fill - np.array(cfg.mean, dtype=np.float32)) / np.array(cfg.std, dtype=np.float32)
+    # 40x10 -> 16x4 (longest side to 16): 6 rows of padding above, 6 below
+    np.testing.assert_array_equal(out[:, 0, 0], expect_pad)
+    np.testing.assert_array_equal(out[:, 15, 15], expect_pad)
+    inner = (np.float32(200 / 255.0) - np.array(cfg.mean, dtype=np.float32)) / np.array(cfg.std, dtype=np.float32)
+    np.testing.assert_allclose(out[:, 6:10, :], np.broadcast_to(inner[:, None, None], (3, 4, 16)), atol=1e-6)
+    assert not np.allclose(out[:, 5], out[:, 6])
+
+
+def test_unknown_crop_mode_is_user_error():
+    with pytest.raises(UserError, match="crop_mode"):
+        PreprocessConfig.from_dict({"crop": 64, "crop_mode": "letterbox"})
 
 
 def test_numpy_reimplementation_nearest_crop():
@@ -79,9 +105,12 @@ def test_for_size_follows_timm_floor(size, pct, resize):
 def test_dict_round_trip_and_manifest_keys():
     cfg = PreprocessConfig.for_size(96, 0.9, "bilinear", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     d = cfg.to_dict()
-    assert set(d) == {"resize", "crop", "mean", "std", "interpolation", "crop_pct"}
+    assert set(d) == {"resize", "crop", "mean", "std", "interpolation", "crop_pct", "crop_mode"}
+    assert d["crop_mode"] == "center"
     assert json.loads(json.dumps(d)) == d
     assert PreprocessConfig.from_dict(d) == cfg
+    # bundles written before crop modes existed have no crop_mode: center, as timm's default
+    assert PreprocessConfig.from_dict({k: v for k, v in d.items() if k != "crop_mode"}) == cfg
     # resize may be left out: derived as timm does.
     assert PreprocessConfig.from_dict({"crop": 224, "crop_pct": 0.95}).resize == 235
     assert PreprocessConfig.from_dict({"crop": 224, "resize": 256}).crop_pct == 0.875

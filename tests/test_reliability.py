@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bundle_helpers import REPO, cli_in_process, config_file, copy_bundle, export_tiny
-from coatnet_deploy.bundle import verify_bundle
+from coatnet_deploy.bundle import verify_bundle, write_manifest_sum
 from coatnet_deploy.cli import _register, cli
 from coatnet_deploy.errors import UserError
 
@@ -100,13 +100,24 @@ def test_sigkill_at_any_point_keeps_the_old_bundle(tmp_path):
 
 
 def test_failed_late_export_keeps_old_bundle(tmp_path):
-    # A labels file with the wrong count is found at the ONNX step, after the model was built.
+    import torch
+
+    from coatnet_deploy.models import build_model
+
     d = copy_bundle(tmp_path / "out" / "bundle")
     created = verify_bundle(d)["created"]
+    # A labels file with the wrong count is refused before anything is staged.
     bad = tmp_path / "labels.txt"
     bad.write_text("only\nthree\nnames\n")
     with pytest.raises(UserError, match="3 names"):
         export_tiny(d, labels=str(bad))
+    _assert_old_bundle(d, created)
+    # Weights that do not fit are found while the reference model is built, inside the staged export.
+    sd = build_model("coatnet_tiny", num_classes=10).state_dict()
+    sd.pop("stem.conv1.weight")
+    torch.save(sd, tmp_path / "short.pth")
+    with pytest.raises(UserError, match="do not fit"):
+        export_tiny(d, weights=str(tmp_path / "short.pth"))
     _assert_old_bundle(d, created)
 
 
@@ -146,11 +157,13 @@ def _tamper_bytes(b: Path) -> str:
 
 
 def _tamper_manifest_hash(b: Path) -> str:
+    # resealed (manifest.sha256 redone), so the artifact check is what must catch it
     m = json.loads((b / "manifest.json").read_text())
     for a in m["artifacts"]:
         if a["path"] == "model.onnx":
             a["sha256"] = "0" * 64
     (b / "manifest.json").write_text(json.dumps(m))
+    write_manifest_sum(b)
     return "'model.onnx' does not match its SHA-256"
 
 
@@ -158,7 +171,27 @@ def _tamper_manifest_path(b: Path) -> str:
     m = json.loads((b / "manifest.json").read_text())
     m["artifacts"].append({"path": "../../etc/passwd", "sha256": "0" * 64, "bytes": 1})
     (b / "manifest.json").write_text(json.dumps(m))
+    write_manifest_sum(b)
     return "points outside the bundle"
+
+
+def _tamper_manifest_edit(b: Path) -> str:
+    m = json.loads((b / "manifest.json").read_text())
+    m["preprocess"]["mean"] = [0.0, 0.0, 0.0]  # not an artifact: only manifest.sha256 can tell
+    (b / "manifest.json").write_text(json.dumps(m))
+    return "manifest.json does not match its SHA-256 in manifest.sha256"
+
+
+def _tamper_manifest_downgrade(b: Path) -> str:
+    m = json.loads((b / "manifest.json").read_text())
+    m["schema_version"] = 1  # claiming to predate the checksum file must not skip it
+    (b / "manifest.json").write_text(json.dumps(m))
+    return "manifest.json does not match its SHA-256 in manifest.sha256"
+
+
+def _drop_manifest_sum(b: Path) -> str:
+    (b / "manifest.sha256").unlink()
+    return "manifest.sha256 is missing"
 
 
 def _tamper_manifest_json(b: Path) -> str:
@@ -166,7 +199,8 @@ def _tamper_manifest_json(b: Path) -> str:
     return "manifest.json is not valid JSON"
 
 
-@pytest.mark.parametrize("tamper", [_tamper_size, _tamper_bytes, _tamper_manifest_hash, _tamper_manifest_path, _tamper_manifest_json])
+@pytest.mark.parametrize("tamper", [_tamper_size, _tamper_bytes, _tamper_manifest_hash, _tamper_manifest_path, _tamper_manifest_json,
+                                    _tamper_manifest_edit, _tamper_manifest_downgrade, _drop_manifest_sum])
 def test_every_reader_refuses_a_bundle_that_does_not_match(capsys, tmp_path, tamper):
     from coatnet_deploy.runtime import Classifier
 

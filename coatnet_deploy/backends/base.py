@@ -21,6 +21,8 @@ class Runner:
     name: str = "runner"
     #: the runtime's name as it appears in reports ("onnxruntime", "openvino", "tensorrt", "torch")
     framework: str = ""
+    #: True when ``infer`` may be called from several threads at once on one runner
+    thread_safe: bool = False
 
     def __init__(self) -> None:
         self.is_active = False

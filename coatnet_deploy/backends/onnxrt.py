@@ -87,6 +87,7 @@ class OnnxRuntimeRunner(Runner):
 
     name = "onnxruntime"
     framework = "onnxruntime"
+    thread_safe = True  # InferenceSession.run is documented thread-safe
 
     def __init__(
         self,

@@ -246,11 +246,9 @@ def update_reports(result: dict[str, Any]) -> list[str]:
             report.pop("speedup_vs_reference", None)
         manifest = read_manifest(root)
         write_json(report_path, report)
-        from coatnet_deploy.report_html import render_html
-        from coatnet_deploy.report_md import render_markdown
+        from coatnet_deploy.export.documents import render_reports
 
-        (root / "report.md").write_text(render_markdown(report, manifest), encoding="utf-8")
-        (root / "report.html").write_text(render_html(report, manifest), encoding="utf-8")
+        render_reports(root, report, manifest)
         rewrite_reports(root, manifest)
         updated.append(path)
     return updated

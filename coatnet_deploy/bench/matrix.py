@@ -40,22 +40,22 @@ class KnownCell(NamedTuple):
 
 
 def matrix_cells() -> list[KnownCell]:
-    """Every target x precision cell, in the table's order. Probes run only when ``availability`` is called.
+    """Every target x precision cell the target registry lists, in its order. Probes run only when
+    ``availability`` is called.
 
-    A cell that cannot run here but can be written with its engine build deferred to the device
-    (``defer_build``) is available as deferred.
+    A cell that cannot run here but whose target can write the bundle and leave the engine build to
+    the device (``can_defer``) is available as deferred.
     """
-    from coatnet_deploy import capabilities
+    from coatnet_deploy import targets
 
     def probe(target: str, precision: str) -> tuple[bool, str, bool]:
-        ok, reason = capabilities.availability(target, precision)
-        if ok:
-            return True, reason, False
-        deferred, why = capabilities.availability(target, precision, defer_build=True)
-        return (True, why, True) if deferred else (False, reason, False)
+        t = targets.get(target)
+        avail = t.availability(precision)
+        if not avail.ok and t.can_defer:
+            avail = t.availability(precision, defer_build=True)
+        return avail.ok, avail.reason, bool(avail.ok and avail.deferred)
 
-    return [KnownCell(t, p, lambda t=t, p=p: probe(t, p)) for t in capabilities.TARGETS for p in capabilities.PRECISIONS
-            if (t, p) in capabilities.TABLE]
+    return [KnownCell(c.target, c.precision, lambda t=c.target, p=c.precision: probe(t, p)) for c in targets.cells()]
 
 
 def _names(attr: str) -> list[str]:
@@ -219,7 +219,9 @@ def _one_line(e: BaseException) -> str:
 
 
 def _engine_size_mb(bundle: Path, manifest: dict[str, Any]) -> float:
-    files = (manifest.get("engine") or {}).get("files") or ["model.onnx"]
+    from coatnet_deploy import targets
+
+    files = targets.get(manifest["target"]).engine_files(manifest)
     sizes = {a["path"]: a["bytes"] for a in manifest["artifacts"]}
     return sum(sizes.get(f, 0) for f in files) / 1e6
 
@@ -267,7 +269,7 @@ def run_matrix(cfg: MatrixConfig, progress=None) -> MatrixResult:
     ``progress`` is a ``progress.ProgressLine`` or None.
     """
     from coatnet_deploy.bundle import write_json
-    from coatnet_deploy.pipeline import environment
+    from coatnet_deploy.host import environment
 
     out = Path(cfg.output or cfg.default_output())
     out.mkdir(parents=True, exist_ok=True)
@@ -299,7 +301,7 @@ def run_matrix(cfg: MatrixConfig, progress=None) -> MatrixResult:
 
 def _export_cell(cfg: MatrixConfig, cell: MatrixRow, known: KnownCell, out: Path, progress) -> dict[str, Any] | None:
     from coatnet_deploy.config import ExportConfig, validate
-    from coatnet_deploy.pipeline import export
+    from coatnet_deploy.export import export
 
     ok, reason, defer = known.availability()
     if not ok:
@@ -312,7 +314,7 @@ def _export_cell(cfg: MatrixConfig, cell: MatrixRow, known: KnownCell, out: Path
     values = {k: v for k, v in values.items() if v is not None}
     t0 = time.perf_counter()
     try:
-        res = export(ExportConfig(**validate(values, f"matrix cell {cell.key}")),
+        res = export(ExportConfig.from_mapping(validate(values, f"matrix cell {cell.key}")),
                      progress=progress.stage_callback() if progress is not None else None)
     except TargetUnavailable as e:
         cell.status, cell.reason = "UNAVAILABLE", str(e)

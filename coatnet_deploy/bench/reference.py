@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from coatnet_deploy.errors import UserError
 
 #: the runner name (and matrix row target) of the PyTorch reference
 REFERENCE = "pytorch"
@@ -24,35 +23,12 @@ def golden_inputs(bundle: str | Path) -> np.ndarray:
 def reference_model(manifest: dict[str, Any], weights: str | None = None):
     """Rebuild the PyTorch model a bundle was exported from -> (nn.Module, note).
 
-    The weights must be the ones the manifest records (SHA-256); a bundle exported without weights is
-    rebuilt from the seeded random init of its export config.
+    The weights (file, timm folder or checkpoint) must be the ones the manifest records (SHA-256); a
+    bundle exported without weights is rebuilt from the seeded random init of its export config.
     """
-    from coatnet_deploy.models import build_model
-    from coatnet_deploy.models.weights import weights_sha256
+    from coatnet_deploy.models.source import rebuild_reference
 
-    m = manifest["model"]
-    recorded = m.get("weights_sha256")
-    if weights:
-        if not Path(weights).is_file():
-            raise UserError(f"weights file '{weights}' not found", "the path is not a file", "pass the weights the bundle was exported from")
-        if recorded is None:
-            raise UserError(f"--weights {weights} given, but the bundle was exported without weights",
-                            "its manifest records a seeded random init (weights_sha256 null)", "drop --weights")
-        got = weights_sha256(weights)
-        if got != recorded:
-            raise UserError(f"weights '{weights}' are not the ones this bundle was exported from",
-                            f"sha256 {got[:16]}... != manifest {recorded[:16]}...", "pass the same weights file as at export")
-        note = f"weights {Path(weights).name} (sha256 {got[:12]})"
-    else:
-        if recorded is not None:
-            raise UserError("--reference needs the bundle's weights", f"the bundle was exported from weights with sha256 {recorded[:16]}...",
-                            "pass --weights PATH (the same file as at export)")
-        note = None
-    seed = int((manifest.get("config") or {}).get("seed") or 0)
-    note = note or f"random init, seed {seed} (as at export)"
-    image_size = m.get("image_size") or manifest["input"]["shape"][2]
-    model = build_model(m["name"], num_classes=m.get("num_classes"), image_size=int(image_size), weights=weights, seed=seed)
-    return model, note
+    return rebuild_reference(manifest, weights)
 
 
 def reference_check(runner, bundle: str | Path, max_batch: int) -> dict[str, Any]:

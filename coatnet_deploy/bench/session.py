@@ -72,11 +72,14 @@ def time_interleaved(
             r.deactivate()
 
 
-def export_latency(engine: Runner, reference: Runner, inputs: np.ndarray, batch: int, iterations: int) -> dict[str, Any]:
-    """The export's latency step: the engine and the reference interleaved at ``batch``, ``iterations``
-    samples each -> the report keys ``latency``, ``reference_latency`` and ``speedup_vs_reference``."""
+def export_latency(engine: Runner | None, reference: Runner, inputs: np.ndarray, batch: int, iterations: int) -> dict[str, Any]:
+    """The export's latency step: the engine (None: not runnable here, the reference alone) and the
+    reference interleaved at ``batch``, ``iterations`` samples each -> the report keys ``latency``
+    (None without an engine), ``reference_latency`` and ``speedup_vs_reference``."""
     cfg = BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=iterations, min_time_s=0.0, max_time_s=max(60.0, 4.0 * iterations))
-    timing = time_interleaved({"engine": engine, "reference": reference}, inputs, [batch], cfg)[batch]
-    speedup = timing.speedups("reference")["engine"]
-    return {"latency": timing.results["engine"].to_dict(), "reference_latency": timing.results["reference"].to_dict(),
+    runners = {"reference": reference} if engine is None else {"engine": engine, "reference": reference}
+    timing = time_interleaved(runners, inputs, [batch], cfg)[batch]
+    speedup = timing.speedups("reference").get("engine")
+    return {"latency": timing.results["engine"].to_dict() if engine is not None else None,
+            "reference_latency": timing.results["reference"].to_dict(),
             "speedup_vs_reference": round(speedup, 3) if speedup is not None else None}

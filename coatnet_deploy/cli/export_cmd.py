@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import click
 
+from coatnet_deploy import targets
 from coatnet_deploy.cli import cli
 from coatnet_deploy.cli.common import emit_json, json_option, progress_printer
 from coatnet_deploy.errors import EXIT_GATE_FAILED, EXIT_OK
 
 
 @cli.command("export")
-@click.option("--config", "config_file", type=str, help="YAML from export_configs/; flags override it.")
-@click.option("--model", type=str, help="Variant from `coatnet-deploy models` (default coatnet_0_rw_224).")
-@click.option("--weights", type=str, help=".safetensors or torch checkpoint (read with weights_only=True).")
+@click.option("--config", "config_file", type=str,
+              help="YAML file, or a shipped config's name (e.g. openvino-int8; `coatnet-deploy targets` lists them); flags override it.")
+@click.option("--model", type=str, help="Variant from `coatnet-deploy models` (default: the one --weights names, else coatnet_0_rw_224).")
+@click.option("--weights", type=str, help=".safetensors, torch state dict or timm train.py checkpoint (read with weights_only=True), "
+                                          "or a timm save_for_hf folder (or its config.json).")
+@click.option("--ema", is_flag=True, default=None, help="Take the checkpoint's EMA weights (default: the trained weights).")
 @click.option("--num-classes", type=int, help="Head size (inferred from --weights).")
 @click.option("--labels", type=str, help="Text file, one class name per line.")
 @click.option("--image-size", type=int, help="Square input size, multiple of 32 from 64.")
-@click.option("--target", type=str, help="onnx | onnxruntime | openvino | tensorrt (default onnxruntime).")
+@click.option("--target", type=str, help=f"{' | '.join(targets.names())} (default {targets.default_name()}).")
 @click.option("--precision", type=str, help="fp32 | fp16 | int8 (default fp32).")
-@click.option("--calibration", type=str, help="INT8 calibration: image folder or .npz (default calibration/).")
+@click.option("--calibration", type=str, help="INT8 calibration: image folder or .npz (default: the shipped photos, see `targets`).")
 @click.option("--calibration-samples", type=int, help="Images drawn from the calibration set (default 300).")
 @click.option("--images", type=str, help="Folder of images used as golden inputs (default: the calibration folder).")
 @click.option("--batch", type=str, help="Dynamic batch range MIN:OPT:MAX (default 1:1:8).")
 @click.option("--reference", type=str, help="auto | cpu | cuda: where the PyTorch reference runs.")
-@click.option("--defer-build", is_flag=True, default=None, help="TensorRT: bundle the ONNX + build_engine.sh, build on the device.")
+@click.option("--defer-build", is_flag=True, default=None,
+              help=f"{', '.join(t.name for t in targets.all_targets() if t.can_defer)}: bundle the ONNX + build script, build on the device.")
 @click.option("--output", type=str, help="Bundle directory (replaced only when the new bundle is complete).")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
 @click.option("--simplify/--no-simplify", default=None, help="Run onnxsim (default on).")
@@ -43,27 +48,30 @@ def export_cmd(config_file, as_json, **flags):
     1 for bad input, 3 when the target cannot run here.
     """
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.pipeline import export
+    from coatnet_deploy.export import export
 
     from coatnet_deploy.progress import stdout_to_stderr
+    from coatnet_deploy.shipped import resolve_config
 
-    cfg = make_config(config_file, flags)
+    cfg = make_config(resolve_config(config_file, "export") if config_file else None, flags)
     with stdout_to_stderr():  # NNCF and others print to stdout; it must hold only our result
         result = export(cfg, progress=progress_printer(not as_json))
     rep = result.report
     if as_json:
         emit_json({"bundle": str(result.bundle), "status": result.status, "target": cfg.target, "precision": cfg.precision,
                    "parity": {k: v for k, v in rep["parity"].items() if k != "per_sample"},
-                   "latency": {k: v for k, v in rep.get("latency", {}).items() if k != "samples_ms"} or None,
+                   "latency": {k: v for k, v in (rep.get("latency") or {}).items() if k != "samples_ms"} or None,
                    "stages": [{k: v for k, v in s.items()} for s in rep["stages"]]})
     else:
         p = rep["parity"]
-        click.echo(f"{result.status}: {cfg.model} -> {cfg.target}/{cfg.precision}  bundle {result.bundle}")
+        click.echo(f"{result.status}: {result.manifest['model']['name']} -> {cfg.target}/{cfg.precision}  bundle {result.bundle}")
         click.echo(f"  parity   cos_min {p['cosine_min']:.6f}  max_abs {p['max_abs_err']:.3g}  top1 {p['top1_agreement']:.3f}  top5 {p['top5_agreement']:.3f}")
-        if "latency" in rep:
-            lat = rep["latency"]
-            ref = rep.get("reference_latency", {})
+        lat = rep.get("latency")
+        if lat:
+            ref = rep.get("reference_latency") or {}
             click.echo(f"  latency  p50 {lat['p50_ms']:.2f} ms at batch {lat['batch']} (PyTorch {ref.get('p50_ms', float('nan')):.2f} ms, x{rep.get('speedup_vs_reference') or float('nan'):.2f})")
+        elif rep.get("latency_note"):
+            click.echo(f"  latency  not measured: {rep['latency_note']}")
         if not result.passed:
             click.echo(f"  failed gates: {', '.join(p.get('failed_gates', []))}; smallest passing tolerance: {p.get('min_passing')}")
     return EXIT_OK if result.passed else EXIT_GATE_FAILED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from coatnet_deploy import targets
 from coatnet_deploy.cli import cli
 from coatnet_deploy.cli.common import emit_json, json_option
 
@@ -13,13 +14,13 @@ def _list(value: str | None) -> list[str] | None:
 
 
 @cli.command("matrix")
-@click.option("--config", "config_file", type=str, help="Matrix YAML (e.g. export_configs/matrix.yaml); flags override it.")
+@click.option("--config", "config_file", type=str, help="Matrix YAML file, or a shipped one's name (matrix); flags override it.")
 @click.option("--model", type=str, help="Variant from `coatnet-deploy models` (default coatnet_0_rw_224).")
 @click.option("--weights", type=str, help=".safetensors or torch checkpoint; default seeded random init.")
 @click.option("--num-classes", type=int, help="Head size (inferred from --weights).")
 @click.option("--image-size", type=int, help="Square input size (default: the variant's).")
-@click.option("--targets", type=str, help="Comma-separated subset of the targets `coatnet-deploy targets` lists (default all).")
-@click.option("--precisions", type=str, help="Comma-separated subset of the precisions `coatnet-deploy targets` lists (default all).")
+@click.option("--targets", "targets_", type=str, help=f"Comma-separated subset of {','.join(targets.names())} (default all).")
+@click.option("--precisions", type=str, help="Comma-separated subset of fp32,fp16,int8 (default all).")
 @click.option("--eval-images", type=str, help="ImageFolder tree: adds each cell's top-1 accuracy drop.")
 @click.option("--output", type=str, help="Directory for OUTPUT/<target>-<precision>/ and matrix.json/md (default bundles/matrix-<model>).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime and the reference.")
@@ -36,9 +37,10 @@ def matrix_cmd(config_file, iterations, as_json, **flags):
     """
     from coatnet_deploy.bench.matrix import format_matrix, make_matrix_config, run_matrix
     from coatnet_deploy.progress import ProgressLine, stdout_to_stderr
+    from coatnet_deploy.shipped import resolve_config
 
-    flags["targets"], flags["precisions"] = _list(flags["targets"]), _list(flags["precisions"])
-    cfg = make_matrix_config(config_file, flags)
+    flags["targets"], flags["precisions"] = _list(flags.pop("targets_")), _list(flags["precisions"])
+    cfg = make_matrix_config(resolve_config(config_file, "matrix") if config_file else None, flags)
     if iterations is not None:
         cfg.bench = {**cfg.bench, "min_iters": iterations}
     # exporters (NNCF) log to stdout; stdout is for the table / JSON only

@@ -1,97 +1,59 @@
 """The model family: names, preprocessing facts, building (optionally from weights), size and cost.
 
 ``build_model(name, ...)`` -> ``nn.Module`` in eval mode; ``model_info(name)`` -> ``ModelInfo``;
-``list_models()``; ``count_params``; ``gmacs`` (both from the config, no model built). Torch is
-imported inside the functions that need it, so ``model_info`` / ``list_models`` stay torch-free.
+``list_models()``; ``count_params``; ``gmacs`` (both from the config, no model built);
+``resolve_model_source(...)`` -> ``ModelSource``: what flags, a timm folder or checkpoint and the
+variant's defaults say about the model, each value with where it came from.
+
+Variants are registered by their family modules (``@register_model`` in ``coatnet.py``, ``seed.py``,
+see ``_registry.py``); this module only reads the registry. Importing a family imports torch, so the
+first call of any function here does.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+import importlib
+from typing import Optional
 
 from coatnet_deploy.errors import UserError
+from coatnet_deploy.models._registry import (HALF, IMAGENET_MEAN, IMAGENET_STD, ModelInfo, Variant,  # noqa: F401
+                                             preprocess_for, register_model)
+from coatnet_deploy.models.source import DEFAULT_MODEL, ModelSource, resolve_model_source  # noqa: F401
 
-__all__ = ["ModelInfo", "build_model", "model_info", "list_models", "count_params", "gmacs",
-           "validate_image_size"]
+__all__ = ["ModelInfo", "ModelSource", "build_model", "model_info", "list_models", "count_params", "gmacs",
+           "validate_image_size", "resolve_model_source", "register_model"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF = (0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a caller needs to know about a variant without building it."""
-
-    name: str
-    timm_name: Optional[str]
-    default_image_size: int
-    num_classes: int
-    crop_pct: float
-    mean: Tuple[float, float, float]
-    std: Tuple[float, float, float]
-    interpolation: str = "bicubic"
-    description: str = ""
-    trained_in_timm: bool = False
-
-    @property
-    def preprocess(self) -> dict:
-        """{resize, crop, crop_pct, interpolation, mean, std} at the default image size."""
-        return preprocess_for(self, self.default_image_size)
+# Family modules: importing one registers its variants, in this order (the `models` table's order).
+_FAMILIES = ("coatnet_deploy.models.coatnet", "coatnet_deploy.models.seed")
 
 
-def preprocess_for(info: ModelInfo, image_size: int) -> dict:
-    """ModelInfo + image size -> preprocess dict (resize shorter side, then center-crop ``image_size``)."""
-    return {
-        "resize": int(math.floor(image_size / info.crop_pct)),
-        "crop": int(image_size),
-        "crop_pct": info.crop_pct,
-        "interpolation": info.interpolation,
-        "mean": list(info.mean),
-        "std": list(info.std),
-    }
+def _variants() -> dict:
+    from coatnet_deploy.models._registry import variants
+
+    for mod in _FAMILIES:
+        importlib.import_module(mod)
+    return variants()
 
 
-def _i(name, timm_name, crop_pct=0.95, mean=HALF, std=HALF, size=224, desc="", trained=False):
-    return ModelInfo(name, timm_name, size, 1000, crop_pct, mean, std, "bicubic", desc, trained)
-
-
-# Preprocessing as in timm's pretrained cfgs (maxxvit.default_cfgs): mean = std = 0.5 and crop 0.95
-# unless noted; nano 0.9; bn_0_rw ImageNet mean/std.
-_MODELS: Dict[str, ModelInfo] = {m.name: m for m in [
-    _i("coatnet_pico_rw_224", "coatnet_pico_rw_224", desc="timm rw, untrained in timm"),
-    _i("coatnet_nano_rw_224", "coatnet_nano_rw_224", crop_pct=0.9, desc="timm rw, ImageNet-1k 81.70", trained=True),
-    _i("coatnet_0_rw_224", "coatnet_0_rw_224", desc="timm rw, ImageNet-1k 82.40", trained=True),
-    _i("coatnet_1_rw_224", "coatnet_1_rw_224", desc="timm rw, ImageNet-1k 83.62", trained=True),
-    _i("coatnet_2_rw_224", "coatnet_2_rw_224", desc="timm rw, in12k ft in1k 86.58", trained=True),
-    _i("coatnet_bn_0_rw_224", "coatnet_bn_0_rw_224", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-       desc="timm rw with BatchNorm transformer blocks, ImageNet-1k", trained=True),
-    _i("coatnet_0_224", "coatnet_0_224", desc="paper CoAtNet-0 (untrained in timm)"),
-    _i("coatnet_1_224", "coatnet_1_224", desc="paper CoAtNet-1 (untrained in timm)"),
-    _i("coatnet_2_224", "coatnet_2_224", desc="paper CoAtNet-2 (untrained in timm)"),
-    _i("coatnet_3_224", "coatnet_3_224", desc="paper CoAtNet-3 (untrained in timm)"),
-    _i("coatnet_4_224", "coatnet_4_224", desc="paper CoAtNet-4 (untrained in timm)"),
-    _i("coatnet_seed", None, crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-       desc="the seed chapter's network (not CoAtNet; see models/seed.py)"),
-    _i("coatnet_tiny", None, crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=64,
-       desc="tiny test/smoke variant on the rw code path"),
-]}
+def _variant(name: str) -> Variant:
+    table = _variants()
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise UserError(f"unknown model {name!r}", f"valid models: {', '.join(list_models())}",
+                        "pick one of those (see 'coatnet-deploy models')") from None
 
 
 def list_models() -> list:
-    """-> variant names, in table order."""
-    return list(_MODELS)
+    """-> variant names in table order: timm's variants as their family files list them, then this
+    project's own (no timm name) by name."""
+    table = _variants()
+    return [n for n, v in table.items() if v.info.timm_name] + sorted(n for n, v in table.items() if not v.info.timm_name)
 
 
 def model_info(name: str) -> ModelInfo:
     """Variant name -> ModelInfo; unknown names raise UserError listing the valid ones."""
-    try:
-        return _MODELS[name]
-    except (KeyError, TypeError):
-        raise UserError(f"unknown model {name!r}", f"valid models: {', '.join(_MODELS)}",
-                        "pick one of those (see 'coatnet-deploy models')") from None
+    return _variant(name).info
 
 
 def validate_image_size(image_size) -> int:
@@ -106,24 +68,10 @@ def validate_image_size(image_size) -> int:
     return image_size
 
 
-# variant name -> key of coatnet.model_cfgs (timm drops the resolution suffix the same way)
-_CFG_NAMES = {n: n[: -len("_224")] for n in _MODELS if n.endswith("_224")}
-
-
-def _constructor(name: str) -> Callable:
-    if name == "coatnet_seed":
-        from coatnet_deploy.models.seed import coatnet_seed
-
-        return coatnet_seed
-    from coatnet_deploy.models import coatnet
-
-    return getattr(coatnet, name)
-
-
 def _construct(name: str, num_classes: int, image_size: int, seed: int, device=None):
     import torch
 
-    ctor = _constructor(name)
+    ctor = _variant(name).build
     if device is not None:
         with torch.device(device):
             return ctor(img_size=image_size, num_classes=num_classes)
@@ -133,37 +81,21 @@ def _construct(name: str, num_classes: int, image_size: int, seed: int, device=N
         return ctor(img_size=image_size, num_classes=num_classes)
 
 
-def build_model(name: str, num_classes: Optional[int] = None, image_size: Optional[int] = None,
-                weights=None, seed: int = 0):
-    """Variant name (+ head size, square input size, weights file) -> ``nn.Module`` in eval mode.
+def build_model(name: Optional[str], num_classes: Optional[int] = None, image_size: Optional[int] = None,
+                weights=None, seed: int = 0, ema: bool = False):
+    """Variant name (+ head size, square input size, weights) -> ``nn.Module`` in eval mode.
 
-    Without weights the model is randomly initialised from ``seed``. With weights, ``num_classes``
-    defaults to the head in the file; relative-position tables trained at another size are resized.
+    ``weights``: a ``.safetensors`` file, a torch state dict or timm ``train.py`` checkpoint (read with
+    ``weights_only=True``; only ``argparse.Namespace`` is allowed beside tensors), or a folder saved by
+    timm's ``save_for_hf`` (or its ``config.json``). ``name`` may be None when the weights name the
+    architecture; ``num_classes`` and ``image_size`` default to what the weights say, then the variant's.
+    ``ema`` takes the checkpoint's EMA weights (``state_dict_ema``, then ``model_ema``). Without weights
+    the model is randomly initialised from ``seed``; relative-position tables trained at another size
+    are resized.
     """
-    info = model_info(name)
-    image_size = validate_image_size(info.default_image_size if image_size is None else image_size)
-    sd = None
-    if weights is not None:
-        from coatnet_deploy.models.weights import infer_num_classes, load_state_dict
-
-        sd = load_state_dict(weights)
-        file_classes = infer_num_classes(sd)
-        if num_classes is None:
-            num_classes = file_classes
-        elif file_classes is not None and file_classes != num_classes:
-            raise UserError(f"--num-classes {num_classes} does not match the weights",
-                            f"the head in {weights} has {file_classes} classes",
-                            f"drop --num-classes or pass {file_classes}")
-    if num_classes is None:
-        num_classes = info.num_classes
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise UserError(f"invalid number of classes {num_classes!r}", "it must be a positive integer")
-    model = _construct(name, num_classes, image_size, seed)
-    if sd is not None:
-        from coatnet_deploy.models.weights import load_into
-
-        load_into(model, sd, name=f"{name} at {image_size}px", source=f"weights {weights}")
-    return model.eval()
+    source = resolve_model_source(model=name, weights=weights, num_classes=num_classes, image_size=image_size,
+                                  ema=ema)
+    return source.build(seed=seed)
 
 
 def count_params(model_or_name, num_classes: int = 1000, image_size: Optional[int] = None) -> int:
@@ -173,30 +105,15 @@ def count_params(model_or_name, num_classes: int = 1000, image_size: Optional[in
     """
     if not isinstance(model_or_name, str):
         return sum(p.numel() for p in model_or_name.parameters())
-    info = model_info(model_or_name)
-    image_size = validate_image_size(info.default_image_size if image_size is None else image_size)
-    if model_or_name == "coatnet_seed":
-        from coatnet_deploy.models.seed import count_params as seed_params
-
-        return seed_params(num_classes)
-    from coatnet_deploy.models import coatnet
-
-    return coatnet.count_params(coatnet.model_cfgs[_CFG_NAMES.get(model_or_name, model_or_name)], image_size,
-                                num_classes)
+    v = _variant(model_or_name)
+    return v.params(validate_image_size(v.info.default_image_size if image_size is None else image_size), num_classes)
 
 
 def gmacs(name: str, image_size: Optional[int] = None, num_classes: int = 1000) -> float:
     """Variant name (+ image size) -> multiply-accumulates for one image, in G, computed from the config
     (no model is built): convolutions, linear layers and the two attention matmuls."""
-    info = model_info(name)
-    image_size = validate_image_size(info.default_image_size if image_size is None else image_size)
-    if name == "coatnet_seed":
-        from coatnet_deploy.models.seed import count_macs
-
-        return count_macs(image_size, num_classes) / 1e9
-    from coatnet_deploy.models import coatnet
-
-    return coatnet.count_macs(coatnet.model_cfgs[_CFG_NAMES.get(name, name)], image_size, num_classes) / 1e9
+    v = _variant(name)
+    return v.macs(validate_image_size(v.info.default_image_size if image_size is None else image_size), num_classes) / 1e9
 
 
 def _gmacs_traced(name: str, image_size: Optional[int] = None, num_classes: int = 1000) -> float:
@@ -219,18 +136,15 @@ def _gmacs_traced(name: str, image_size: Optional[int] = None, num_classes: int 
         n = out.shape[-2] * out.shape[-1] if out.ndim == 4 else out.shape[0]
         heads, dh = m.num_heads, getattr(m, "dim_head", getattr(m, "head_dim", 0))
         total[0] += 2 * heads * n * n * dh
-        if isinstance(m, MultiheadSelfAttention):  # its q/k/v projection is F.linear, not a module
+        if hasattr(m, "in_proj_weight"):  # nn.MultiheadAttention-style q/k/v projection is F.linear, not a module
             total[0] += out.shape[0] * out.shape[1] * 3 * m.embed_dim * m.embed_dim
-
-    from coatnet_deploy.models.coatnet import Attention2d
-    from coatnet_deploy.models.seed import MultiheadSelfAttention
 
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             m.register_forward_hook(conv_hook)
         elif isinstance(m, nn.Linear):
             m.register_forward_hook(linear_hook)
-        elif isinstance(m, (Attention2d, MultiheadSelfAttention)):
+        elif hasattr(m, "num_heads") and (hasattr(m, "dim_head") or hasattr(m, "head_dim")):
             m.register_forward_hook(attn_hook)
     with torch.no_grad():
         model(torch.empty(1, 3, image_size, image_size, device="meta"))

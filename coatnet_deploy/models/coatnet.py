@@ -8,7 +8,8 @@ state dict loads with ``strict=True`` and gives timm's outputs. Differences from
 * global average pooling is ``mean((2, 3))`` and LayerNorm2d is permute + ``F.layer_norm`` + permute;
 * only the pieces CoAtNet uses (MBConv 'C' and 2-D transformer 'T' blocks, rel-pos 'bias') are here.
 
-Order of this file, as in timm: config dataclasses, layers/blocks, stage, model, named configs, builders.
+Order of this file, as in timm: config dataclasses, layers/blocks, stage, model, named architecture configs
+(``model_cfgs``), each variant's preprocessing facts (``default_cfgs``), registered builders.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from coatnet_deploy.models._registry import IMAGENET_MEAN, IMAGENET_STD, VariantCfg, register_model
 
 # --------------------------------------------------------------------------------------------------
 # Configs
@@ -511,58 +514,113 @@ model_cfgs = dict(
 
 
 # --------------------------------------------------------------------------------------------------
+# Variant facts (timm's default_cfgs: preprocessing of the pretrained weights, default size)
+# --------------------------------------------------------------------------------------------------
+
+
+def _cfg(arch: str, timm_name: Optional[str], **kw) -> VariantCfg:
+    # timm's CoAtNet weights: mean = std = 0.5, bicubic, crop 0.95 unless an entry says otherwise
+    return VariantCfg(arch=arch, timm_name=timm_name, **kw)
+
+
+default_cfgs = {
+    "coatnet_pico_rw_224": _cfg("coatnet_pico_rw", "coatnet_pico_rw_224", description="timm rw, untrained in timm"),
+    "coatnet_nano_rw_224": _cfg("coatnet_nano_rw", "coatnet_nano_rw_224", crop_pct=0.9,
+                                description="timm rw, ImageNet-1k 81.70", trained_in_timm=True),
+    "coatnet_0_rw_224": _cfg("coatnet_0_rw", "coatnet_0_rw_224", description="timm rw, ImageNet-1k 82.40",
+                             trained_in_timm=True),
+    "coatnet_1_rw_224": _cfg("coatnet_1_rw", "coatnet_1_rw_224", description="timm rw, ImageNet-1k 83.62",
+                             trained_in_timm=True),
+    "coatnet_2_rw_224": _cfg("coatnet_2_rw", "coatnet_2_rw_224", description="timm rw, in12k ft in1k 86.58",
+                             trained_in_timm=True),
+    "coatnet_bn_0_rw_224": _cfg("coatnet_bn_0_rw", "coatnet_bn_0_rw_224", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                description="timm rw with BatchNorm transformer blocks, ImageNet-1k",
+                                trained_in_timm=True),
+    "coatnet_0_224": _cfg("coatnet_0", "coatnet_0_224", description="paper CoAtNet-0 (untrained in timm)"),
+    "coatnet_1_224": _cfg("coatnet_1", "coatnet_1_224", description="paper CoAtNet-1 (untrained in timm)"),
+    "coatnet_2_224": _cfg("coatnet_2", "coatnet_2_224", description="paper CoAtNet-2 (untrained in timm)"),
+    "coatnet_3_224": _cfg("coatnet_3", "coatnet_3_224", description="paper CoAtNet-3 (untrained in timm)"),
+    "coatnet_4_224": _cfg("coatnet_4", "coatnet_4_224", description="paper CoAtNet-4 (untrained in timm)"),
+    "coatnet_tiny": _cfg("coatnet_tiny", None, crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=64,
+                         description="tiny test/smoke variant on the rw code path"),
+}
+
+
+def variant_params(name: str, image_size: int, num_classes: int = 1000) -> int:
+    """Registered variant name + image size -> parameter count, from its config (no model built)."""
+    return count_params(model_cfgs[default_cfgs[name].arch], image_size, num_classes)
+
+
+def variant_macs(name: str, image_size: int, num_classes: int = 1000) -> int:
+    """Registered variant name + image size -> multiply-accumulates per image, from its config."""
+    return count_macs(model_cfgs[default_cfgs[name].arch], image_size, num_classes)
+
+
+# --------------------------------------------------------------------------------------------------
 # Builders
 # --------------------------------------------------------------------------------------------------
 
 
-def _create(cfg_name: str, img_size: int = 224, num_classes: int = 1000, **kwargs) -> CoAtNet:
-    return CoAtNet(model_cfgs[cfg_name], img_size=img_size, num_classes=num_classes, **kwargs)
+def _create(variant: str, img_size: int = 224, num_classes: int = 1000, **kwargs) -> CoAtNet:
+    return CoAtNet(model_cfgs[default_cfgs[variant].arch], img_size=img_size, num_classes=num_classes, **kwargs)
 
 
+@register_model
 def coatnet_pico_rw_224(**kw) -> CoAtNet:
-    return _create("coatnet_pico_rw", **kw)
+    return _create("coatnet_pico_rw_224", **kw)
 
 
+@register_model
 def coatnet_nano_rw_224(**kw) -> CoAtNet:
-    return _create("coatnet_nano_rw", **kw)
+    return _create("coatnet_nano_rw_224", **kw)
 
 
+@register_model
 def coatnet_0_rw_224(**kw) -> CoAtNet:
-    return _create("coatnet_0_rw", **kw)
+    return _create("coatnet_0_rw_224", **kw)
 
 
+@register_model
 def coatnet_1_rw_224(**kw) -> CoAtNet:
-    return _create("coatnet_1_rw", **kw)
+    return _create("coatnet_1_rw_224", **kw)
 
 
+@register_model
 def coatnet_2_rw_224(**kw) -> CoAtNet:
-    return _create("coatnet_2_rw", **kw)
+    return _create("coatnet_2_rw_224", **kw)
 
 
+@register_model
 def coatnet_bn_0_rw_224(**kw) -> CoAtNet:
-    return _create("coatnet_bn_0_rw", **kw)
+    return _create("coatnet_bn_0_rw_224", **kw)
 
 
+@register_model
 def coatnet_0_224(**kw) -> CoAtNet:
-    return _create("coatnet_0", **kw)
+    return _create("coatnet_0_224", **kw)
 
 
+@register_model
 def coatnet_1_224(**kw) -> CoAtNet:
-    return _create("coatnet_1", **kw)
+    return _create("coatnet_1_224", **kw)
 
 
+@register_model
 def coatnet_2_224(**kw) -> CoAtNet:
-    return _create("coatnet_2", **kw)
+    return _create("coatnet_2_224", **kw)
 
 
+@register_model
 def coatnet_3_224(**kw) -> CoAtNet:
-    return _create("coatnet_3", **kw)
+    return _create("coatnet_3_224", **kw)
 
 
+@register_model
 def coatnet_4_224(**kw) -> CoAtNet:
-    return _create("coatnet_4", **kw)
+    return _create("coatnet_4_224", **kw)
 
 
+@register_model
 def coatnet_tiny(img_size: int = 64, **kw) -> CoAtNet:
     """Tiny test/smoke variant: same blocks as coatnet_pico_rw, widths 16-64, one block per stage."""
     return _create("coatnet_tiny", img_size=img_size, **kw)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from coatnet_deploy.models._registry import IMAGENET_MEAN, IMAGENET_STD, VariantCfg, register_model
+
 
 class SqueezeExcite(nn.Module):
     def __init__(self, in_ch: int, reduction: int = 4):
@@ -137,6 +139,24 @@ class CoAtNetSeed(nn.Module):
         return self.fc(x.flatten(1))
 
 
+# The chapter trained with torchvision's ImageNet recipe: resize 256, center crop 224, ImageNet mean/std.
+default_cfgs = {
+    "coatnet_seed": VariantCfg(arch="coatnet_seed", timm_name=None, crop_pct=0.875, mean=IMAGENET_MEAN,
+                               std=IMAGENET_STD, description="the seed chapter's network (not CoAtNet; see models/seed.py)"),
+}
+
+
+def variant_params(name: str, image_size: int, num_classes: int = 1000) -> int:
+    """-> parameter count of the seed network (the image size does not change it)."""
+    return count_params(num_classes)
+
+
+def variant_macs(name: str, image_size: int, num_classes: int = 1000) -> int:
+    """-> multiply-accumulates of the seed network for one image at ``image_size``."""
+    return count_macs(image_size, num_classes)
+
+
+@register_model
 def coatnet_seed(img_size: int = 224, num_classes: int = 1000) -> CoAtNetSeed:
     return CoAtNetSeed(image_size=img_size, num_classes=num_classes)
 

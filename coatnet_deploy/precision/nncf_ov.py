@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import numpy as np
 
@@ -139,18 +139,6 @@ def int8_ops(xml_or_model) -> dict[str, int]:
             t = target.get_node().get_type_name()
             counts[t] = counts.get(t, 0) + 1
     return counts
-
-
-def pick_better(scores: Mapping[str, float], prefer: str = "qdq") -> str:
-    """{candidate name: parity score, higher is better (e.g. min cosine)} -> the name to keep.
-
-    Ties (within 1e-6) go to ``prefer``: the Q/DQ ONNX is the one artifact every target shares.
-    """
-    if not scores:
-        raise ValueError("pick_better needs at least one candidate")
-    best = max(scores.values())
-    close = [k for k, v in scores.items() if best - v <= 1e-6]
-    return prefer if prefer in close else sorted(close)[0]
 
 
 def _quantized_inputs(model) -> list[tuple[str, list[tuple[int, str]]]]:

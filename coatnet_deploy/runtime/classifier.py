@@ -22,9 +22,6 @@ from coatnet_deploy.bundle import verify_bundle
 from coatnet_deploy.errors import UserError
 from coatnet_deploy.preprocess import PreprocessConfig, preprocess_image
 
-#: runners whose ``infer`` may be called from several threads at once
-_THREAD_SAFE_FRAMEWORKS = ("onnxruntime",)
-
 
 @dataclass(frozen=True)
 class Prediction:
@@ -57,7 +54,7 @@ class Classifier:
         self.labels: list[str] = [str(x) for x in labels] if labels else [f"class_{i}" for i in range(self.num_classes)]
         self.status = manifest.get("status")
         self._runner = runner
-        self._lock = None if runner.framework in _THREAD_SAFE_FRAMEWORKS else threading.Lock()
+        self._lock = None if runner.thread_safe else threading.Lock()
 
     @classmethod
     def load(cls, bundle_dir: str | os.PathLike, threads: int | None = None, max_batch: int | None = None) -> "Classifier":

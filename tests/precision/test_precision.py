@@ -183,13 +183,6 @@ def test_nncf_ir_close_to_fp32(tiny, calib, plan, ref, evalx, tmp_path):
     assert not {"MVN", "Softmax", "Sigmoid"} & set(ops)  # plan's float ops stay float
 
 
-def test_pick_better():
-    from coatnet_deploy.precision.nncf_ov import pick_better
-
-    assert pick_better({"qdq": 0.97, "nncf": 0.99}) == "nncf"
-    assert pick_better({"qdq": 0.99, "nncf": 0.99}) == "qdq"
-
-
 def test_qdq_scales_are_deterministic(tiny, calib, plan, qdq_full, tmp_path):
     from coatnet_deploy.precision.qdq import qdq_from_onnx, qdq_scales
 
@@ -283,8 +276,12 @@ def test_coatnet_tiny_qdq_in_openvino_needs_float_attention_matmuls(tmp_path):
                          plan_from_onnx(src, keep_attention_matmuls_float=True), reduce_range=True)
     assert _cos(ref, _ort(full.path, x)) >= 0.99
     assert _cos(ref, _ov(kept.path, x)) >= 0.99
-    # the runtime limitation itself: if this starts passing, OpenVINO fixed it and the rule can go
-    assert _cos(ref, _ov(full.path, x)) < 0.99
+    from coatnet_deploy.host import cpu_has_vnni
+
+    if not cpu_has_vnni(onednn=True):
+        # the runtime limitation itself, seen on AVX2 CPUs (and with ONEDNN_MAX_CPU_ISA=AVX2 on newer
+        # ones; VNNI/AMX CPUs run it right): if this starts passing, OpenVINO fixed it and the rule can go
+        assert _cos(ref, _ov(full.path, x)) < 0.99
 
 
 def test_openvino_culprit_search_finds_nothing_where_openvino_agrees(tmp_path):
@@ -303,7 +300,7 @@ def test_openvino_int8_fallback_keeps_the_misrun_stem_conv_float(tmp_path):
     """coatnet_0_rw_224: OpenVINO runs the int8 stem conv2 at cosine ~0.06 on this CPU (ONNX Runtime:
     0.9999 on the same file). The export finds it, keeps it float, and passes."""
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.pipeline import export
+    from coatnet_deploy.export import export
 
     res = export(make_config(None, {"model": "coatnet_0_rw_224", "target": "openvino", "precision": "int8",
                                     "output": str(tmp_path / "b"), "bench_iterations": 0, "calibration_samples": 16}))

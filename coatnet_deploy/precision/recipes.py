@@ -1,0 +1,62 @@
+"""Precision recipes targets pick from: how fp32 / fp16 / int8 get into the graph an engine is built from.
+
+A recipe is data plus one quantize function (``targets.base.Recipe``); the export's precision step
+runs it the same way for every target (plan, calibration, sensitivity, accuracy budget), so a target
+only says *which* format its runtime runs best.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a target's precision gets into the ONNX graph its engine is built from.
+
+    ``kind``: "float" (the float32 graph itself; the engine may still store weights in fp16),
+    "fp16" (the float16 graph pass) or "int8" (explicit Q/DQ by the precision plan).
+    For "int8": ``plan_options`` go to ``precision.plan.plan_from_onnx`` and ``quantize`` writes the
+    Q/DQ file: ``quantize(graph, dst, calibration, plan, calibrate_method=..., seed=...) -> QuantResult``.
+    ``details`` is what the manifest says about the format (``precision_details``).
+    """
+
+    kind: str
+    details: dict[str, Any] = field(default_factory=dict)
+    plan_options: dict[str, Any] = field(default_factory=dict)
+    quantize: Callable[..., Any] | None = None
+
+
+QDQ_RULES = "int8 symmetric, zero point 0, per-channel weights, per-tensor activations, Conv/MatMul/Gemm inputs only"
+
+
+def float_recipe(**details: Any) -> Recipe:
+    return Recipe("float", details=dict(details))
+
+
+def fp16_graph_recipe() -> Recipe:
+    from coatnet_deploy.precision.fp16 import DEFAULT_KEEP_FLOAT32_OPS
+
+    return Recipe("fp16", details={"kind": "fp16 graph", "kept_float32_ops": list(DEFAULT_KEEP_FLOAT32_OPS), "io": "float32"})
+
+
+def tensorrt_qdq_recipe(reduce_range: bool = False, **plan_options: Any) -> Recipe:
+    """Explicit Q/DQ by TensorRT's rules (``precision.qdq``), checked by ``check_qdq_rules``.
+
+    ``reduce_range`` stores 7-bit weights: for CPU runtimes without VNNI (see ``host.cpu_has_vnni``);
+    TensorRT-bound graphs keep the full range.
+    """
+    from coatnet_deploy.precision.qdq import qdq_from_onnx
+
+    return Recipe("int8", details={"kind": "int8 Q/DQ", "format": "tensorrt-rules", "rules": QDQ_RULES, "reduce_range": reduce_range},
+                  plan_options=dict(plan_options), quantize=partial(qdq_from_onnx, reduce_range=reduce_range))
+
+
+def default_recipe(precision: str) -> Recipe:
+    """fp32: the float graph; fp16: the float16 graph pass; int8: TensorRT-rule Q/DQ, full range."""
+    if precision == "fp32":
+        return float_recipe()
+    if precision == "fp16":
+        return fp16_graph_recipe()
+    return tensorrt_qdq_recipe()

@@ -1,0 +1,41 @@
+"""Target ``onnx``: the portable precision-carrying ONNX itself, checked on ONNX Runtime.
+
+The bundle's engine is ``model.onnx``: the float32 graph, the float16 graph (TensorRT 11 ready) or
+the Q/DQ graph by TensorRT's rules, for any runtime that reads ONNX.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from coatnet_deploy.targets import register
+from coatnet_deploy.targets.base import EngineBuild, EngineJob, Target
+
+
+@register
+class OnnxTarget(Target):
+    name = "onnx"
+    order = 10
+    summary = "portable ONNX (checked on ONNX Runtime)"
+    module = "onnxruntime"
+    install_hint = "pip install onnxruntime"
+    cells = {
+        "fp32": ("model.onnx", "traced float32 graph, simplified"),
+        "fp16": ("model.onnx", "float16 graph, LayerNorm/Softmax/reductions in float32 (TensorRT 11 ready)"),
+        "int8": ("model.onnx", "explicit Q/DQ: symmetric int8, per-channel weights (TensorRT ready)"),
+    }
+
+    def build(self, job: EngineJob) -> EngineBuild:
+        from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
+
+        path = job.bundle_dir / "model.onnx"
+        threads = job.cfg.threads
+        return EngineBuild(engine={"runtime": "onnxruntime", "files": ["model.onnx"]},
+                           runner=lambda: OnnxRuntimeRunner(str(path), threads=threads))
+
+    def open_runner(self, bundle: Path, manifest: dict[str, Any], threads: int | None = None, mode: str = "latency"):
+        self.need_module()
+        from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(str(Path(bundle) / "model.onnx"), threads=threads), "onnxruntime on model.onnx"

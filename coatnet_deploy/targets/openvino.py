@@ -1,0 +1,193 @@
+"""Target ``openvino``: OpenVINO IR (model.xml + model.bin) on the CPU plugin.
+
+fp32 and fp16 are properties of the IR (fp16: weights stored in fp16, compute pinned by the
+inference-precision hint), built from the float32 graph. INT8 is built two ways and the closer one
+to the reference is kept: NNCF post-training quantization of the float graph, and OpenVINO reading
+the Q/DQ ONNX. When neither passes its gates, OpenVINO may be mis-running a layer that ONNX Runtime
+runs right on the same Q/DQ file: those layers are found by bisection and the build asks the export
+for a precision graph that keeps them float (``EngineBuild.revised_plan``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from coatnet_deploy.targets import register
+from coatnet_deploy.targets.base import EngineBuild, EngineJob, Target
+
+FILES = ["model.xml", "model.bin"]
+INT8_METHODS = ("nncf", "qdq")
+# OpenVINO 2026.4's CPU plugin runs a dynamic-batch INT8 model wrong on AMX-INT8 CPUs once the batch
+# shrinks after a larger one (seen: cosine 0.24-0.71 for batch 2 or 1 after batch 4; right with
+# ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI, and right with one compiled model per batch size). INT8
+# engines therefore compile per batch size; float engines keep the dynamic batch.
+STATIC_BATCH_NOTE = "INT8 compiled per batch size: a dynamic-batch INT8 model runs wrong on AMX CPUs after the batch shrinks"
+
+
+def static_batch(manifest: dict[str, Any]) -> bool:
+    """Whether a bundle's OpenVINO engine compiles per batch size (INT8; also bundles that predate the key)."""
+    engine = manifest.get("engine") or {}
+    return bool(engine.get("static_batch", manifest.get("precision") == "int8"))
+
+
+@register
+class OpenVINOTarget(Target):
+    name = "openvino"
+    order = 30
+    summary = "OpenVINO IR on the CPU plugin"
+    module = "openvino"
+    install_hint = "pip install openvino"
+    cells = {
+        "fp32": ("model.xml + model.bin", "IR, inference precision pinned to f32"),
+        "fp16": ("model.xml + model.bin", "IR with fp16 weights; f16 compute where the CPU has it"),
+        "int8": ("model.xml + model.bin", "NNCF PTQ or the Q/DQ ONNX, whichever is closer"),
+    }
+
+    def availability(self, precision: str, defer_build: bool = False):
+        import importlib.util
+
+        from coatnet_deploy.targets.base import Availability
+
+        a = super().availability(precision, defer_build)
+        if a.ok and precision == "int8" and importlib.util.find_spec("nncf") is None:
+            return Availability(True, "openvino installed; nncf missing, INT8 uses the Q/DQ ONNX only")
+        return Availability(a.ok, "openvino installed (CPU plugin)" if a.ok else a.reason)
+
+    def recipe(self, precision: str, cfg):
+        from coatnet_deploy.host import cpu_has_vnni
+        from coatnet_deploy.precision import recipes
+
+        if precision == "fp16":
+            # fp16 is an IR property (fp16 weights + the f16 hint), built from the float32 graph.
+            return recipes.float_recipe(kind="OpenVINO IR with fp16 weights",
+                                        note="compute precision is the runtime's: see engine.settings.inference_precision_effective")
+        if precision == "int8":
+            # The attention MatMuls (activation x activation) stay float for OpenVINO: its CPU plugin
+            # lost most of their signal in per-tensor int8 where ONNX Runtime ran the same file right.
+            return recipes.tensorrt_qdq_recipe(reduce_range=not cpu_has_vnni(onednn=True), keep_attention_matmuls_float=True)
+        return recipes.default_recipe(precision)
+
+    # -- build --------------------------------------------------------------------------------
+    def build(self, job: EngineJob) -> EngineBuild:
+        import openvino as ov
+
+        from coatnet_deploy.backends.openvino import OpenVINORunner, ir_from_onnx
+
+        versions = {"openvino": ov.__version__}
+        xml = job.bundle_dir / "model.xml"
+        threads = job.cfg.threads
+        report: dict[str, Any] = {}
+        if job.cfg.precision == "int8":
+            hint = "f32"  # INT8 layers run in int8; the hint pins what stays float to f32, not bf16/f16
+            method, candidates, revision, nncf_version = self._int8(job)
+            if revision is not None:
+                return EngineBuild(engine={}, runner=None, revised_plan=revision.pop("plan"), revision=revision, versions=versions)
+            if nncf_version:
+                versions["nncf"] = nncf_version
+            engine = {"runtime": "openvino", "files": FILES, "int8_method": method, "int8_candidates": candidates,
+                      "inference_precision_hint": hint, "static_batch": True, "static_batch_note": STATIC_BATCH_NOTE}
+            report["openvino_int8_candidates"] = candidates
+            if job.revision is not None:
+                report["openvino_int8_fallback"] = job.revision
+        else:
+            fp16 = job.cfg.precision == "fp16"
+            ir_from_onnx(str(job.float_graph), str(job.bundle_dir), compress_to_fp16=fp16)
+            hint = "f16" if fp16 else "f32"
+            engine = {"runtime": "openvino", "files": FILES, "inference_precision_hint": hint, **({"weights": "fp16"} if fp16 else {})}
+        static = bool(engine.get("static_batch"))
+        return EngineBuild(engine=engine, runner=lambda: OpenVINORunner(str(xml), threads=threads, inference_precision=hint,
+                                                                        static_batch=static),
+                           report=report, versions=versions)
+
+    def _int8(self, job: EngineJob):
+        """Both candidates scored against the reference -> (method, candidates, revision or None, nncf version)."""
+        import numpy as np
+
+        from coatnet_deploy.precision.nncf_ov import openvino_int8_culprits
+        from coatnet_deploy.precision.plan import R_RUNTIME
+
+        real = np.array([n.startswith("image:") for n in job.golden_names])
+        # Choose on the real photographs when there are any: seeded noise tensors are far outside what a
+        # trained model sees, and the two methods trade accuracy there differently than on images.
+        pick = real if real.any() else np.ones(len(real), dtype=bool)
+        candidates, nncf_version = self._candidates(job, pick)
+        best = choose_candidate(candidates)
+        qdq_onnx = job.precision.path
+        if not candidates[best]["score"]["passed"] and job.revision is None:
+            job.say("[openvino int8] no candidate passes: looking for layers OpenVINO runs differently from ONNX Runtime")
+            culprits = openvino_int8_culprits(qdq_onnx, job.golden[pick][:2])
+            if culprits:
+                kept = [c["node"] for c in culprits]
+                job.say(f"[openvino int8] kept float: {', '.join(kept)}")
+                return best, candidates, {"culprits": culprits, "kept_float": kept,
+                                          "plan": job.precision.plan.with_excluded(kept, reason=R_RUNTIME)}, nncf_version
+        src = Path(candidates[best]["xml"])
+        shutil.copyfile(src, job.bundle_dir / "model.xml")
+        shutil.copyfile(src.with_suffix(".bin"), job.bundle_dir / "model.bin")
+        for c in candidates.values():
+            c.pop("xml")
+        return best, candidates, None, nncf_version
+
+    def _candidates(self, job: EngineJob, pick) -> tuple[dict[str, Any], str | None]:
+        from coatnet_deploy.backends.openvino import OpenVINORunner
+        from coatnet_deploy.compare import compare
+        from coatnet_deploy.precision.nncf_ov import int8_ops, nncf_int8_ir, qdq_ir
+        from coatnet_deploy.stages import run_batched
+
+        cfg = job.cfg
+        methods = list(INT8_METHODS) if cfg.int8_method == "auto" else [cfg.int8_method]
+        candidates: dict[str, Any] = {}
+        nncf_version = None
+        tag = "ov" if job.revision is None else "ov-fallback"
+        for m in methods:
+            d = job.work / f"{tag}-{m}"
+            d.mkdir()
+            if m == "nncf":
+                import nncf
+
+                xml, _ = nncf_int8_ir(job.float_graph, d, job.calibration.batches(1), job.precision.plan,
+                                      subset_size=len(job.calibration), seed=cfg.seed)
+                nncf_version = nncf.__version__
+            else:
+                xml, _ = qdq_ir(job.precision.path, d)
+            with OpenVINORunner(str(xml), threads=cfg.threads, inference_precision="f32", static_batch=True) as r:
+                out = run_batched(r, job.golden, job.batch[2])
+            res = compare(job.reference_logits, out, job.gates)
+            on_pick = compare(job.reference_logits[pick], out[pick], job.gates)
+            candidates[m] = {"xml": str(xml), "cosine_min": res.cosine_min, "top1_agreement": res.top1_agreement,
+                             "max_abs_err": res.max_abs_err, "passed": res.passed, "int8_ops": int8_ops(str(xml)),
+                             "chosen_on": "real images" if not pick.all() else "all golden inputs",
+                             "score": {"passed": on_pick.passed, "top1_agreement": on_pick.top1_agreement, "cosine_min": on_pick.cosine_min}}
+            job.say(f"[openvino int8:{m}] {res.summary()}")
+        return candidates, nncf_version
+
+    def report_sections(self, report: dict[str, Any], manifest: dict[str, Any]) -> list[Any]:
+        candidates = report.get("openvino_int8_candidates")
+        if not candidates:
+            return []
+        from coatnet_deploy.report import candidates_section
+
+        return [candidates_section(
+            "OpenVINO INT8 candidates", candidates, "openvino_int8_candidates",
+            [("cosine_min", "cosine_min"), ("max_abs_err", "max_abs_err"), ("top1_agreement", "top-1"), ("passed", "gates")],
+            chosen=(manifest.get("engine") or {}).get("int8_method"),
+            note="OpenVINO INT8 was built two ways; the one closer to the reference is kept.")]
+
+    # -- device side --------------------------------------------------------------------------
+    def open_runner(self, bundle: Path, manifest: dict[str, Any], threads: int | None = None, mode: str = "latency"):
+        self.need_module()
+        from coatnet_deploy.backends.openvino import OpenVINORunner
+
+        hint = (manifest.get("engine") or {}).get("inference_precision_hint", "f32")
+        static = static_batch(manifest)
+        return (OpenVINORunner(str(Path(bundle) / "model.xml"), threads=threads, inference_precision=hint, mode=mode, static_batch=static),
+                f"openvino on model.xml ({hint}{', compiled per batch size' if static else ''})")
+
+
+def choose_candidate(candidates: dict[str, Any]) -> str:
+    """The INT8 candidate to keep: passes the gates first, then higher top-1 agreement, then higher
+    cosine (all scored on the real images); a tie goes to the Q/DQ IR, the file every target shares."""
+    return max(candidates, key=lambda k: (candidates[k]["score"]["passed"], candidates[k]["score"]["top1_agreement"],
+                                          candidates[k]["score"]["cosine_min"], k == "qdq"))

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_engines.py --model coatnet_tiny --image-size 64   # quick check
 
 Rows, all timed round-robin in ONE interleaved run per batch size with the same harness
-(coatnet_deploy.bench.compare_interleaved), the same inputs and the same thread count:
+(coatnet_deploy.bench.time_interleaved), the same inputs and the same thread count:
 
 - PyTorch eager fp32 (the reference);
 - "plain ORT": what a user gets without this tool: torch.onnx.export (opset 17, dynamic batch,
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from coatnet_deploy.backends.base import Runner  # noqa: E402
-from coatnet_deploy.bench import BenchConfig, compare_interleaved  # noqa: E402
+from coatnet_deploy.bench import BenchConfig, time_interleaved  # noqa: E402
 
 TARGET_B1_RATIO = 0.75  # best engine p50 / plain ORT p50 at batch 1, at most
 TARGET_B8_GAIN = 1.5  # best engine img/s / plain ORT img/s at batch 8, at least
@@ -240,7 +240,8 @@ def main() -> int:
     from coatnet_deploy import targets
     from coatnet_deploy.backends.torch_ref import TorchRunner
     from coatnet_deploy.bundle import read_manifest
-    from coatnet_deploy.matrix import golden_inputs, reference_model, text_table, tile
+    from coatnet_deploy.bench.reference import golden_inputs, reference_model
+    from coatnet_deploy.bench.tables import Table
     from coatnet_deploy.models import gmacs, model_info
     from coatnet_deploy.runtime.engines import open_runner
 
@@ -302,7 +303,7 @@ def main() -> int:
             for r in runners.values():
                 r.activate()
             try:
-                results[batch] = compare_interleaved(runners, tile(inputs, batch), cfg)
+                results[batch] = time_interleaved(runners, inputs, [batch], cfg)[batch].results
                 for key, r in runners.items():
                     if hasattr(r, "execution_precisions") and key not in ov_notes:
                         ov_notes[key] = ov_precisions(r)
@@ -333,7 +334,7 @@ def main() -> int:
                      f"{r1.p50_ms / floor1:.1f}x" if r1 else "-",
                      (f"{r8.p50_ms / f8:.1f}x" + (" (int8)" if int8 and floor8_int8 else "")) if r8 else "-"])
     print()
-    print(text_table(header, rows, left=2))
+    print(Table(header, rows, left=2).text())
     print()
     print(f"floor: {flops / 1e9:.3f} GFLOP/image / peak -> b{b_lat} {floor1:.3f} ms (fp32), b{b_thr} {floor8:.3f} ms (fp32)"
           + (f", {floor8_int8:.3f} ms (int8 MatMulInteger peak)" if floor8_int8 else ""))

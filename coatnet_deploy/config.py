@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from coatnet_deploy.errors import UserError
+from coatnet_deploy.fields import Field, check_fields
 
 # Why each default is what it is: docs/GATES.md.
 DEFAULT_GATES: dict[str, dict[str, float]] = {
@@ -117,56 +118,6 @@ class ExportConfig:
         return {**{k: v for k, v in d.items() if k != "target_options"}, **d["target_options"]}
 
 
-# name -> (accepted python types, help). The help text documents export_configs/*.yaml.
-FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "model": ((str, type(None)), "variant name from `coatnet-deploy models`; null = the one --weights names, else coatnet_0_rw_224"),
-    "weights": ((str, type(None)), ".safetensors, torch state dict or timm train.py checkpoint (weights_only), or a timm "
-                                   "save_for_hf folder / its config.json; null = seeded random init"),
-    "ema": ((bool,), "take the checkpoint's EMA weights (state_dict_ema, then model_ema); false = the trained weights, "
-                     "as timm's validate.py without --use-ema"),
-    "num_classes": ((int, type(None)), "head size; inferred from the weights when null"),
-    "labels": ((str, type(None)), "text file with one class name per line"),
-    "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
-    "target": ((str,), "a target from `coatnet-deploy targets`"),
-    "precision": ((str,), "fp32 | fp16 | int8"),
-    "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = calibration/"),
-    "calibration_samples": ((int,), "images drawn (seeded) from the calibration set for INT8"),
-    "images": ((str, type(None)), "folder of images used as golden inputs; null = the --calibration folder (or the shipped photos)"),
-    "golden_images": ((int,), "how many real images become golden inputs"),
-    "golden_random": ((int,), "how many seeded random tensors join the golden inputs"),
-    "batch": ((str,), "dynamic batch range MIN:OPT:MAX"),
-    "reference": ((str,), "auto | cpu | cuda: where the PyTorch reference runs"),
-    "defer_build": ((bool,), "targets whose engines are built on the device: write the bundle, build there"),
-    "output": ((str, type(None)), "bundle directory; null = bundles/<model>-<target>-<precision>"),
-    "opset": ((int,), "ONNX opset (17 parses on TensorRT 10.x / JetPack 6)"),
-    "simplify": ((bool,), "run onnxsim (checked against the plain graph)"),
-    "seed": ((int,), "seed for random init, golden tensors and calibration shuffle"),
-    "threads": ((int, type(None)), "runtime threads for parity and latency; null = runtime default"),
-    "bench_iterations": ((int,), "latency iterations written into the report; 0 = skip latency"),
-    "eval_images": ((str, type(None)), "ImageFolder tree: adds dataset accuracy to the report"),
-    "sensitivity": ((bool,), "INT8: per-node SQNR ranking in the report"),
-    "max_drop": ((float, int, type(None)), "INT8 accuracy budget: move worst layers to float until the gate holds"),
-    "int8_method": ((str,), "INT8 where a target offers several methods: auto | qdq | nncf (auto keeps the closer one)"),
-    "calibrate_method": ((str,), "minmax | entropy | percentile"),
-    "gates": ((dict,), "parity gate overrides, e.g. {cosine_mean: 0.995} or per precision {int8: {...}} (docs/GATES.md)"),
-    "gate_samples": ((str, type(None)), "golden samples the gates read: all | images; null = images for fp16/int8, all for fp32"),
-}
-
-CHOICES = {
-    "reference": ("auto", "cpu", "cuda"),
-    "int8_method": ("auto", "qdq", "nncf"),
-    "calibrate_method": ("minmax", "entropy", "percentile"),
-    "gate_samples": ("all", "images"),
-}
-
-
-def target_sections() -> dict[str, dict]:
-    """{target name: its Option table} for every registered target that has options of its own."""
-    from coatnet_deploy import targets
-
-    return {t.name: t.options for t in targets.all_targets() if t.options}
-
-
 def _nested_gates(g: dict) -> bool:
     return any(k in ("fp32", "fp16", "int8") for k in g)
 
@@ -185,37 +136,13 @@ def parse_batch(text: str) -> tuple[int, int, int]:
     return nums[0], nums[1], nums[2]
 
 
-def _type_name(types: tuple[type, ...]) -> str:
-    names = ["null" if t is type(None) else {"str": "string", "int": "integer", "float": "number", "bool": "true/false", "dict": "mapping"}[t.__name__] for t in types]
-    return " or ".join(dict.fromkeys(names))
-
-
-def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Check keys and types of a config mapping; returns it unchanged when valid."""
-    sections = target_sections()
-    for key, value in values.items():
-        if key in sections:
-            _validate_section(key, value, sections[key], source)
-            continue
-        if key not in FIELDS:
-            known = [*FIELDS, *sections]
-            close = [k for k in known if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(known)}"
-            raise UserError(f"{source}: unknown key {key!r}", hint, "remove or rename it")
-        types, _ = FIELDS[key]
-        # bool is an int subclass: 'opset: true' must not pass as an integer.
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise UserError(f"{source}: key '{key}' must be {_type_name(types)}", f"got {value!r}", "fix the value")
-        if key in CHOICES and value is not None and value not in CHOICES[key]:
-            raise UserError(f"{source}: key '{key}' is '{value}'", f"valid values: {', '.join(CHOICES[key])}", "fix the value")
-        if key in ("calibration_samples", "golden_images", "golden_random", "bench_iterations") and value < 0:
-            raise UserError(f"{source}: key '{key}' is {value}", "it cannot be negative", "fix the value")
-    gates = values.get("gates") or {}
+def _check_gates(gates: dict, source: str, key: str) -> None:
+    """Flat {metric: threshold} or per precision {int8: {metric: threshold}}; metrics from GATE_KEYS."""
     flat = {}
     for k, v in gates.items():
         if k in ("fp32", "fp16", "int8"):
             if not isinstance(v, dict):
-                raise UserError(f"{source}: key 'gates.{k}' must be a mapping", f"got {v!r}", "fix the value")
+                raise UserError(f"{source}: key '{key}.{k}' must be a mapping", f"got {v!r}", "fix the value")
             flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
         else:
             flat[k] = v
@@ -225,23 +152,67 @@ def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise UserError(f"{source}: unknown gate {str(k)!r}", f"valid gates: {', '.join(GATE_KEYS)}", "remove or rename it")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise UserError(f"{source}: gate {str(k)!r} must be a number", f"got {v!r}", "fix the value")
-    if "batch" in values:
-        parse_batch(values["batch"])
+
+
+# name -> (accepted python types, help) or a Field with more rules (coatnet_deploy.fields).
+# The help text documents export_configs/*.yaml. Each target's own section is added by ``fields_table``.
+FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
+    "model": ((str, type(None)), "variant name from `coatnet-deploy models`; null = the one --weights names, else coatnet_0_rw_224"),
+    "weights": ((str, type(None)), ".safetensors, torch state dict or timm train.py checkpoint (weights_only), or a timm "
+                                   "save_for_hf folder / its config.json; null = seeded random init"),
+    "ema": ((bool,), "take the checkpoint's EMA weights (state_dict_ema, then model_ema); false = the trained weights, "
+                     "as timm's validate.py without --use-ema"),
+    "num_classes": ((int, type(None)), "head size; inferred from the weights when null"),
+    "labels": ((str, type(None)), "text file with one class name per line"),
+    "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
+    "target": ((str,), "a target from `coatnet-deploy targets`"),
+    "precision": ((str,), "fp32 | fp16 | int8"),
+    "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = calibration/"),
+    "calibration_samples": Field((int,), "images drawn (seeded) from the calibration set for INT8", minimum=0),
+    "images": ((str, type(None)), "folder of images used as golden inputs; null = the --calibration folder (or the shipped photos)"),
+    "golden_images": Field((int,), "how many real images become golden inputs", minimum=0),
+    "golden_random": Field((int,), "how many seeded random tensors join the golden inputs", minimum=0),
+    "batch": Field((str,), "dynamic batch range MIN:OPT:MAX", check=lambda value, source, key: parse_batch(value)),
+    "reference": Field((str,), "auto | cpu | cuda: where the PyTorch reference runs", choices=("auto", "cpu", "cuda")),
+    "defer_build": ((bool,), "targets whose engines are built on the device: write the bundle, build there"),
+    "output": ((str, type(None)), "bundle directory; null = bundles/<model>-<target>-<precision>"),
+    "opset": ((int,), "ONNX opset (17 parses on TensorRT 10.x / JetPack 6)"),
+    "simplify": ((bool,), "run onnxsim (checked against the plain graph)"),
+    "seed": ((int,), "seed for random init, golden tensors and calibration shuffle"),
+    "threads": ((int, type(None)), "runtime threads for parity and latency; null = runtime default"),
+    "bench_iterations": Field((int,), "latency iterations written into the report; 0 = skip latency", minimum=0),
+    "eval_images": ((str, type(None)), "ImageFolder tree: adds dataset accuracy to the report"),
+    "sensitivity": ((bool,), "INT8: per-node SQNR ranking in the report"),
+    "max_drop": ((float, int, type(None)), "INT8 accuracy budget: move worst layers to float until the gate holds"),
+    "int8_method": Field((str,), "INT8 where a target offers several methods: auto | qdq | nncf (auto keeps the closer one)",
+                         choices=("auto", "qdq", "nncf")),
+    "calibrate_method": Field((str,), "minmax | entropy | percentile", choices=("minmax", "entropy", "percentile")),
+    "gates": Field((dict,), "parity gate overrides, e.g. {cosine_mean: 0.995} or per precision {int8: {...}} (docs/GATES.md)",
+                   check=_check_gates),
+    "gate_samples": Field((str, type(None)), "golden samples the gates read: all | images; null = images for fp16/int8, all for fp32",
+                          choices=("all", "images")),
+}
+
+
+def target_sections() -> dict[str, dict]:
+    """{target name: its Option table} for every registered target that has options of its own."""
+    from coatnet_deploy import targets
+
+    return {t.name: t.options for t in targets.all_targets() if t.options}
+
+
+def fields_table() -> dict[str, Field | tuple]:
+    """FIELDS plus one section per target with options of its own (``tensorrt: {workspace_mb: ...}``)."""
+    sections = {name: Field((dict,), f"{name}'s own options: {', '.join(opts)}",
+                            section={k: Field(o.types, o.help, choices=tuple(o.choices) or None) for k, o in opts.items()})
+                for name, opts in target_sections().items()}
+    return {**FIELDS, **sections}
+
+
+def validate(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check keys and types of an export config mapping (``fields_table``); returns it unchanged when valid."""
+    check_fields(values, fields_table(), source)
     return values
-
-
-def _validate_section(name: str, section: Any, options: dict, source: str) -> None:
-    """A target's own section: a mapping of that target's option keys, each of its type."""
-    if not isinstance(section, dict):
-        raise UserError(f"{source}: key '{name}' must be a mapping", f"got {section!r}", f"give {name}'s options as key: value lines")
-    for key, value in section.items():
-        if key not in options:
-            raise UserError(f"{source}: unknown key {name + '.' + str(key)!r}", f"valid keys: {', '.join(options)}", "remove or rename it")
-        opt = options[key]
-        if not isinstance(value, opt.types) or (isinstance(value, bool) and bool not in opt.types):
-            raise UserError(f"{source}: key '{name}.{key}' must be {_type_name(opt.types)}", f"got {value!r}", "fix the value")
-        if opt.choices and value not in opt.choices:
-            raise UserError(f"{source}: key '{name}.{key}' is {value!r}", f"valid values: {', '.join(map(str, opt.choices))}", "fix the value")
 
 
 def read_yaml_mapping(path: str | Path, example: str) -> dict[str, Any]:

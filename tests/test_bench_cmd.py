@@ -57,6 +57,11 @@ def test_bench_json_reference_baseline_and_report(bench_run, capsys):
         assert len({(r["iterations"], r["warmup"]) for r in at_b}) == 1
     by = {(r["runner"], r["batch"]): r for r in rows}
     assert by[("pytorch", 1)]["speedup_vs_reference"] == 1.0
+    # both bundles passed their gates: the faster one at each batch size is named; the reference never is
+    for b in (1, 3):
+        expected = min(("engine", "baseline:base"), key=lambda n: by[(n, b)]["p50_ms"])
+        assert res["fastest_passing"][str(b)] == expected
+    assert set(res["session"]) == {"1", "3"} and all(s["rounds"] >= 1 + 3 for s in res["session"].values())
     assert by[("engine", 1)]["settings"]["intra_op_num_threads"] == 1  # the speed-changing settings travel with the numbers
     assert by[("engine", 1)]["role"] == "engine" and by[("baseline:base", 1)]["role"] == "baseline"
     # the rebuilt model (seeded random init from the manifest) reproduces the bundle's stored reference logits
@@ -86,6 +91,7 @@ def test_bench_table_text(bench_run, capsys):
         assert col in header
     row = next(ln for ln in lines if ln.startswith("engine "))
     assert row.split()[1] == "2"
+    assert "fastest passing engine: b2 engine" in out
 
 
 def test_bench_refuses_tampered_bundle(tmp_path, capsys):
@@ -106,7 +112,7 @@ def test_bench_refuses_batch_outside_bundle_range(capsys):
 
 
 def test_reference_weights_must_match_manifest(tmp_path):
-    from coatnet_deploy.matrix import reference_model
+    from coatnet_deploy.bench.reference import reference_model
 
     manifest = read_manifest(tiny_bundle())
     w = tmp_path / "w.safetensors"

@@ -1,7 +1,7 @@
 """The target x precision matrix: a real run on a subset (coatnet_tiny at 64 px) where one cell fails a
 gate (an impossible gate from the config's `export:` section), INT8 cells error (their calibration
 folder does not exist), TensorRT is deferred, and everything still ends in one table; the JSON and
-Markdown tables agree; config validation; exit codes."""
+Markdown tables agree; config validation; exit codes; the fastest passing engine per batch size."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from coatnet_deploy.errors import UserError
-from coatnet_deploy.matrix import Cell, MatrixConfig, MatrixResult, make_matrix_config, run_matrix
+from coatnet_deploy.bench.matrix import MatrixConfig, MatrixResult, MatrixRow, make_matrix_config, matrix_cells, run_matrix
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"model": "coatnet_tiny", "image_size": 64, "num_classes": 10, "threads": 1,
@@ -52,6 +52,11 @@ def test_matrix_records_every_cell_and_keeps_going(matrix):
         row = _row(d, key)
         assert row["status"] == "ERROR" and row["status_text"].startswith("ERROR: ") and "\n" not in row["reason"]
     assert d["exit_code"] == matrix.exit_code == 1  # an errored cell outranks a failed gate
+    # nothing passed its gates (FAILED, ERROR, deferred and untimed): no engine to recommend at either batch size
+    assert d["fastest_passing"] == {"1": None, "8": None}
+    # the timing kept to its budget: one session per batch size, each under max_time_s (plus one round)
+    assert set(d["session"]) == {"1", "8"}
+    assert all(s["wall_s"] < 20.0 + 5 and s["rounds"] >= 1 + 3 for s in d["session"].values())
 
 
 def test_matrix_json_and_markdown_tables_agree(matrix):
@@ -71,21 +76,56 @@ def test_matrix_json_and_markdown_tables_agree(matrix):
 
 
 def test_matrix_cli_text_and_exit_code(matrix, tmp_path):
-    from coatnet_deploy.matrix import format_matrix
+    from coatnet_deploy.bench.matrix import format_matrix
 
     text = format_matrix(matrix)
     assert "onnxruntime" in text and "FAILED (cosine_min)" in text and "x PyTorch b1" in text
+    assert "fastest passing engine: b1 none, b8 none" in text
+    assert "fastest passing engine: b1 none, b8 none" in (matrix.output / "matrix.md").read_text()
 
 
 def test_exit_codes_follow_the_worst_cell(tmp_path):
     cfg = MatrixConfig(model="coatnet_tiny")
-    ok = Cell("onnx", "fp32", status="PASSED")
-    na = Cell("tensorrt", "fp32", status="UNAVAILABLE", reason="no GPU")
-    ref = Cell("pytorch", "fp32", status="REFERENCE")
+    ok = MatrixRow("onnx", "fp32", status="PASSED")
+    na = MatrixRow("tensorrt", "fp32", status="UNAVAILABLE", reason="no GPU")
+    ref = MatrixRow("pytorch", "fp32", status="REFERENCE")
     assert MatrixResult(cfg, [ok, na], ref, tmp_path).exit_code == 0
-    assert MatrixResult(cfg, [ok, Cell("onnx", "int8", status="FAILED")], ref, tmp_path).exit_code == 2
-    assert MatrixResult(cfg, [Cell("onnx", "int8", status="FAILED"), Cell("onnx", "fp16", status="ERROR")], ref, tmp_path).exit_code == 1
+    assert MatrixResult(cfg, [ok, MatrixRow("onnx", "int8", status="FAILED")], ref, tmp_path).exit_code == 2
+    assert MatrixResult(cfg, [MatrixRow("onnx", "int8", status="FAILED"), MatrixRow("onnx", "fp16", status="ERROR")], ref, tmp_path).exit_code == 1
     assert na.status_text() == "not available here: no GPU"
+
+
+def _timed(target, precision, status, p50_b1, p50_b8):
+    return MatrixRow(target, precision, status=status, latency={"batch": 1, "p50_ms": p50_b1}, throughput={"batch": 8, "p50_ms": p50_b8})
+
+
+def test_fastest_passing_engine_per_batch_size(tmp_path):
+    cfg = MatrixConfig(model="coatnet_tiny")
+    ref = _timed("pytorch", "fp32", "REFERENCE", 0.1, 0.1)  # the fastest of all, but the reference is no candidate
+    rows = [_timed("onnxruntime", "fp32", "PASSED", 3.0, 20.0),
+            _timed("openvino", "int8", "PASSED", 4.0, 12.0),
+            _timed("onnxruntime", "int8", "FAILED", 1.0, 5.0),  # faster, but failed its gates
+            MatrixRow("tensorrt", "fp32", status="PASSED", deferred=True)]  # not timed
+    res = MatrixResult(cfg, rows, ref, tmp_path)
+    assert res.fastest_passing() == {"1": "onnxruntime-fp32", "8": "openvino-int8"}
+    assert res.to_dict()["fastest_passing"] == {"1": "onnxruntime-fp32", "8": "openvino-int8"}
+    from coatnet_deploy.bench.matrix import format_matrix
+
+    assert "fastest passing engine: b1 onnxruntime-fp32, b8 openvino-int8" in format_matrix(res)
+    assert MatrixResult(cfg, rows[2:], ref, tmp_path).fastest_passing() == {"1": None, "8": None}
+
+
+def test_matrix_cells_are_the_target_registry():
+    from coatnet_deploy import targets
+
+    cells = matrix_cells()
+    assert [(c.target, c.precision) for c in cells] == [(c.target, c.precision) for c in targets.cells()]
+    for c in cells:
+        ok, reason, deferred = c.availability()
+        t = targets.get(c.target)
+        direct = t.availability(c.precision)
+        assert reason and ok == (direct.ok or deferred)
+        assert not deferred or (not direct.ok and t.can_defer)
 
 
 def test_matrix_config_file_and_validation(tmp_path):
@@ -94,7 +134,11 @@ def test_matrix_config_file_and_validation(tmp_path):
     assert cfg.bench_config("throughput").mode == "throughput"
     for bad, match in (({"targets": ["tpu"]}, "unknown target 'tpu'"), ({"colour": 1}, "unknown key 'colour'"),
                        ({"export": {"target": "onnx"}}, "set per cell"), ({"export": {"opset": "x"}}, "opset"),
-                       ({"bench": {"min_iters": 0}}, "min_iters"), ({"precisions": []}, "empty")):
+                       ({"bench": {"min_iters": 0}}, "min_iters"), ({"precisions": []}, "empty"),
+                       ({"targets": "onnx"}, "key 'targets' must be a list"), ({"latency_batch": 0}, "latency_batch' is 0: it must be at least 1"),
+                       ({"bench": {"mode": "latency"}}, "unknown key 'bench.mode'"), ({"bench": {"min_iters": "x"}}, "'bench.min_iters' must be integer"),
+                       ({"bench": {"min_time_s": 5, "max_time_s": 1}}, "max_time_s"), ({"latencybatch": 1}, "did you mean 'latency_batch'"),
+                       ({"export": {"tensorrt": {"opt_level": True}}}, "'tensorrt.opt_level' must be integer")):
         with pytest.raises(UserError, match=match):
             make_matrix_config(None, bad)
 

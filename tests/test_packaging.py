@@ -269,8 +269,8 @@ def test_unknown_config_lists_the_shipped_ones(value, kind, listed, tmp_path, mo
 
 
 def test_export_and_matrix_configs_load_by_name(tmp_path, monkeypatch):
+    from coatnet_deploy.bench.matrix import make_matrix_config
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.matrix import make_matrix_config
 
     monkeypatch.chdir(tmp_path)
     cfg = make_config(resolve_config("openvino-int8", "export"), {"model": "coatnet_tiny"})

@@ -205,7 +205,7 @@ def test_export_from_checkpoint_with_ema(tmp_path):
         y = clf.logits(EXPECTED["checkpoint_inputs"])
     assert np.abs(y - EXPECTED["checkpoint_logits_ema"]).max() <= 1e-4
     # bench --reference takes the same state dict again, from the manifest's record
-    from coatnet_deploy.matrix import reference_model
+    from coatnet_deploy.bench.reference import reference_model
 
     model, note = reference_model(m, str(unpacked()["checkpoint"]))
     assert "state_dict_ema" in note
@@ -214,7 +214,7 @@ def test_export_from_checkpoint_with_ema(tmp_path):
 
 def test_bench_reference_rebuilds_a_folder_model(folder_bundle):
     """bench --reference rebuilds the PyTorch model from the manifest and the same folder."""
-    from coatnet_deploy.matrix import reference_model
+    from coatnet_deploy.bench.reference import reference_model
     from coatnet_deploy.parity import load_golden
 
     m = json.loads((folder_bundle / "manifest.json").read_text())

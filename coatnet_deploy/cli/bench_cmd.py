@@ -13,14 +13,17 @@ from coatnet_deploy.errors import EXIT_OK
 @click.argument("bundles", nargs=-1, required=True, type=str)
 @click.option("--batch", "batch", default="1,8", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Warm-up iterations (at least).")
-@click.option("--warmup-time", type=click.FloatRange(min=0), default=0.2, show_default=True, help="Warm-up seconds (at least).")
-@click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True, help="Measured iterations (at least).")
-@click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Measured seconds (at least), per runner.")
-@click.option("--max-time", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Stop measuring a runner after this many seconds.")
+@click.option("--warmup-time", type=click.FloatRange(min=0), default=0.2, show_default=True,
+              help="Warm-up seconds (at least; all runners' calls together).")
+@click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True, help="Measured iterations per runner (at least).")
+@click.option("--min-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Measured seconds (at least; all runners' calls together).")
+@click.option("--max-time", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Wall-clock limit per batch size (warm-up + measurement, all runners); the result says when it cut the run short.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime and the reference (default: each runtime's choice).")
 @click.option("--mode", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
-              help="latency: one request at a time (OpenVINO LATENCY hint); throughput: several requests in flight "
-                   "(OpenVINO THROUGHPUT hint, streams + async queue).")
+              help="latency: one request at a time; throughput: several requests in flight where the runtime has an "
+                   "async queue and a throughput hint (each row's settings say what ran).")
 @click.option("--reference", is_flag=True, help="Also time the PyTorch model rebuilt from the manifest; adds speed-ups vs it.")
 @click.option("--weights", type=str, help="With --reference: the weights the bundle was exported from (SHA-256 checked).")
 @click.option("--baseline", type=str, help="Another bundle, timed in the same interleaved run; adds speed-ups vs it.")
@@ -32,9 +35,10 @@ def bench_cmd(bundles, batch, warmup, warmup_time, iterations, min_time, max_tim
 
     Every bundle is verified first (checksums). Speed-ups are medians from the same interleaved run,
     never from an older file. A runner whose coefficient of variation is above 0.1 is flagged noisy (!).
+    The last line names the fastest bundle that passed its gates at each batch size.
     """
     from coatnet_deploy.bench import BenchConfig
-    from coatnet_deploy.matrix import BenchSpec, bench_bundles, format_bench, parse_batches, update_reports
+    from coatnet_deploy.bench.bundles import BenchSpec, bench_bundles, format_bench, parse_batches, update_reports
     from coatnet_deploy.progress import ProgressLine
 
     cfg = BenchConfig(warmup_iters=warmup, warmup_s=warmup_time, min_iters=iterations, min_time_s=min_time,

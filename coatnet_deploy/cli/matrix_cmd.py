@@ -28,13 +28,14 @@ def _list(value: str | None) -> list[str] | None:
 @json_option
 def matrix_cmd(config_file, iterations, as_json, **flags):
     """Export one model to every target x precision that can run here, then time each engine
-    interleaved with the PyTorch reference (p50 at batch 1, images/s at batch 8).
+    interleaved with the PyTorch reference (p50 at batch 1, images/s at batch 8) and name the
+    fastest engine that passed its gates at each.
 
     One failing cell does not stop the others; its row says why. Writes OUTPUT/matrix.json and
     OUTPUT/matrix.md with the same table. Exit 0 when every available cell passed its parity gates,
     2 when a gate failed, 1 when a cell errored.
     """
-    from coatnet_deploy.matrix import format_matrix, make_matrix_config, run_matrix
+    from coatnet_deploy.bench.matrix import format_matrix, make_matrix_config, run_matrix
     from coatnet_deploy.progress import ProgressLine, stdout_to_stderr
     from coatnet_deploy.shipped import resolve_config
 

@@ -281,28 +281,13 @@ def _accuracy_budget(cfg: ExportConfig, plan: ExportPlan, graph: Path, pplan, ra
 def latency(cfg: ExportConfig, plan: ExportPlan, ref: Reference, golden: GoldenSet, engine_runner, note: str | None) -> Latency:
     """The engine (when it exists here) and the reference, timed interleaved at the batch's OPT size."""
     from coatnet_deploy.backends.torch_ref import TorchRunner
-    from coatnet_deploy.bench import BenchConfig, compare_interleaved
+    from coatnet_deploy.bench import export_latency
 
-    b = plan.batch[1]
-    x = np.resize(golden.inputs, (b,) + golden.inputs.shape[1:]).astype(np.float32)
-    bcfg = BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=cfg.bench_iterations, min_time_s=0.0,
-                       max_time_s=max(30.0, cfg.bench_iterations * 2.0))
-    runners = {"reference": TorchRunner(ref.model, device=ref.device, dtype="fp32", threads=cfg.threads)}
-    if engine_runner is not None:
-        runners["engine"] = engine_runner()
-    try:
-        for r in runners.values():
-            r.activate()
-        res = compare_interleaved(runners, x, bcfg)
-    finally:
-        for r in runners.values():
-            r.deactivate()
-    reference = res["reference"].to_dict()
-    if "engine" not in res:
-        return Latency(engine=None, reference=reference, speedup=None, note=note)
-    eng50 = res["engine"].p50_ms
-    return Latency(engine=res["engine"].to_dict(), reference=reference,
-                   speedup=round(res["reference"].p50_ms / eng50, 3) if eng50 > 0 else None)
+    reference = TorchRunner(ref.model, device=ref.device, dtype="fp32", threads=cfg.threads)
+    engine = engine_runner() if engine_runner is not None else None
+    res = export_latency(engine, reference, golden.inputs, plan.batch[1], cfg.bench_iterations)
+    return Latency(engine=res["latency"], reference=res["reference_latency"], speedup=res["speedup_vs_reference"],
+                   note=note if engine is None else None)
 
 
 def dataset_accuracy(cfg: ExportConfig, plan: ExportPlan, ref: Reference, engine_runner, final: ParityResult) -> dict[str, Any]:
@@ -354,7 +339,7 @@ def int8_inspection(cfg: ExportConfig, plan: ExportPlan, golden: GoldenSet, engi
     Speed: the engine against the same runtime's float engine on the float graph, timed interleaved at
     batch 1. A warning when most of the Conv/MatMul work runs in float, or the INT8 engine is slower.
     """
-    from coatnet_deploy.bench import BenchConfig, compare_interleaved
+    from coatnet_deploy.bench import BenchConfig, time_interleaved
 
     target = plan.target
     out: dict[str, Any] = {}
@@ -375,7 +360,7 @@ def int8_inspection(cfg: ExportConfig, plan: ExportPlan, golden: GoldenSet, engi
     if baseline is not None:
         runners = {"int8": engine.runner(), "float": baseline}
         bcfg = BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=10, min_time_s=0.2, max_time_s=5.0)
-        res = compare_interleaved(runners, x1, bcfg)
+        res = time_interleaved(runners, x1, [1], bcfg)[1].results
         out["int8_speed"] = {"batch": 1, "engine_p50_ms": res["int8"].p50_ms, "float_engine_p50_ms": res["float"].p50_ms,
                              "speedup_vs_float_engine": res["float"].p50_ms / res["int8"].p50_ms,
                              "float_engine": f"{target.name} on the float32 graph", "iterations": res["int8"].iterations,

@@ -24,6 +24,10 @@ import numpy as np
 from coatnet_deploy.precision.plan import PrecisionPlan, load_named
 
 
+#: OpenVINO op types the precision plan keeps float wherever they are (LayerNorm, softmax, the SE gate)
+FLOAT_OV_TYPES = ("MVN", "Softmax", "Sigmoid")
+
+
 def _ov_model(fp32_onnx_or_ov_model):
     import onnx
     import openvino as ov
@@ -109,7 +113,9 @@ def nncf_int8_ir(
         subset_size=len(batches),
         fast_bias_correction=fast_bias_correction,
         # validate=False: a plan node may have been folded away by the frontend (e.g. a Shape)
-        ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+        # The plan's float ops by type too: OpenVINO's frontend names the MVN of a LayerNormalization after
+        # nothing in the plan, and NNCF's default model type would quantize its input.
+        ignored_scope=nncf.IgnoredScope(names=ignored, types=list(FLOAT_OV_TYPES), validate=False),
         advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fixes[overflow_fix]),
     )
     out_dir = Path(out_dir)

@@ -132,7 +132,7 @@ class OpenVINOTarget(Target):
         import numpy as np
 
         from coatnet_deploy.backends.openvino import OpenVINORunner
-        from coatnet_deploy.bench import BenchConfig, compare_interleaved
+        from coatnet_deploy.bench import BenchConfig, time_interleaved
         from coatnet_deploy.precision.nncf_ov import int8_ops, nncf_int8_ir, qdq_ir
         from coatnet_deploy.stages import run_batched
 
@@ -165,8 +165,8 @@ class OpenVINOTarget(Target):
             x = np.ascontiguousarray(job.golden[:1], dtype=np.float32)
             runners = {m: OpenVINORunner(c["xml"], threads=cfg.threads, inference_precision="f32", static_batch=True)
                        for m, c in candidates.items()}
-            timed = compare_interleaved(runners, x, BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=10, min_time_s=0.2, max_time_s=5.0))
-            for m, t in timed.items():
+            timed = time_interleaved(runners, x, [1], BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=10, min_time_s=0.2, max_time_s=5.0))
+            for m, t in timed[1].results.items():
                 candidates[m]["p50_ms_b1"] = t.p50_ms
         return candidates, nncf_version
 

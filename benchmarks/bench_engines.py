@@ -14,12 +14,19 @@ Rows, all timed round-robin in ONE interleaved run per batch size with the same 
   temporary directory, each export in its own process (wall time and peak RSS recorded).
 
 Batch 1 is latency mode; batch 8 is throughput mode (OpenVINO THROUGHPUT hint + AsyncInferQueue;
-the other runtimes run the requests one after another). Targets checked: the best PASSED engine at
-batch 1 at most 0.75x the plain ORT median latency, at batch 8 at least 1.5x its throughput.
+the other runtimes run the requests one after another). Checks printed after the table (all ratios
+from the same interleaved run):
+
+- every INT8 engine faster than the same runtime's fp32 engine, and than plain ORT fp32, at b1 and b8;
+- onnxruntime INT8 at most 0.95x plain ORT's latency at b1 and at least 1.3x its throughput at b8;
+- the best PASSED engine at most 0.75x plain ORT at b1 and at least 1.5x at b8 (the standing targets);
+- float engines no slower than plain ORT (the tool's graph passes must not cost speed);
+- the fastest engine that passed its gates, per batch size.
 
 "Compute floor": model FLOPs (2 x MACs from coatnet_deploy.models.gmacs) divided by the peak matrix
-throughput measured here (a large float32 numpy matmul; an ONNX Runtime MatMulInteger for int8):
-the time a perfect engine would need; each engine's p50 is shown as a multiple of it.
+throughput measured here, probed by this script: a float32 2048^3 numpy matmul (fp32 engines) and an
+ONNX Runtime MatMulInteger u8 x s8 (INT8 engines; s8 x s8 printed beside it): the time a perfect
+engine would need. Each engine's p50 is shown as a multiple of its own floor.
 """
 
 from __future__ import annotations
@@ -119,8 +126,8 @@ def peak_fp32_gflops(threads: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def peak_int8_gops(threads: int, work: Path) -> float | None:
-    """Best-of-7 ONNX Runtime MatMulInteger (u8 x s8 -> i32), 2048^3; None when it cannot be built."""
+def peak_int8_gops(threads: int, work: Path, a_type: str = "uint8") -> float | None:
+    """Best-of-7 ONNX Runtime MatMulInteger (``a_type`` x s8 -> i32), 2048^3; None when it cannot be built."""
     try:
         import onnx
         import onnxruntime as ort
@@ -128,18 +135,19 @@ def peak_int8_gops(threads: int, work: Path) -> float | None:
 
         n = 2048
         g = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "mmi",
-                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8 if a_type == "uint8" else TensorProto.INT8, [n, n]),
                                helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
                               [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
         m.ir_version = 8
-        path = work / "mmi.onnx"
+        path = work / f"mmi-{a_type}.onnx"
         onnx.save(m, str(path))
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         s = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
         rng = np.random.default_rng(0)
-        feed = {"a": rng.integers(0, 255, (n, n), dtype=np.uint8), "b": rng.integers(-127, 127, (n, n), dtype=np.int8)}
+        a = rng.integers(0, 255, (n, n), dtype=np.uint8) if a_type == "uint8" else rng.integers(-127, 127, (n, n), dtype=np.int8)
+        feed = {"a": a, "b": rng.integers(-127, 127, (n, n), dtype=np.int8)}
         s.run(None, feed)
         best = float("inf")
         for _ in range(7):
@@ -258,9 +266,10 @@ def main() -> int:
         work = Path(tmp)
         peak32 = peak_fp32_gflops(args.threads)
         peak8 = peak_int8_gops(args.threads, work)
+        peak8s = peak_int8_gops(args.threads, work, "int8")
         flops = 2 * gmacs(args.model, args.image_size) * 1e9
         print(f"model {args.model} at {args.image_size}px: {flops / 1e9:.3f} GFLOP/image; peak fp32 matmul {peak32:.1f} GFLOP/s"
-              + (f", int8 MatMulInteger {peak8:.1f} GOP/s" if peak8 else ""))
+              + (f", int8 MatMulInteger u8s8 {peak8:.1f} GOP/s" if peak8 else "") + (f", s8s8 {peak8s:.1f} GOP/s" if peak8s else ""))
 
         engines: dict[str, dict] = {}
         for cell in targets.cells(args.targets.split(","), args.precisions.split(",")):
@@ -313,43 +322,75 @@ def main() -> int:
 
     lat, thr = results[b_lat], results[b_thr]
     ort1, ort8 = lat["plain-ort"], thr["plain-ort"]
-    floor1 = flops * b_lat / (peak32 * 1e9) * 1e3
-    floor8_int8 = flops * b_thr / (peak8 * 1e9) * 1e3 if peak8 else None
-    floor8 = flops * b_thr / (peak32 * 1e9) * 1e3
+
+    def floor_ms(batch: int, int8: bool) -> float:
+        peak = peak8 if int8 and peak8 else peak32
+        return flops * batch / (peak * 1e9) * 1e3
+
+    def own_fp32(name: str) -> str | None:
+        t = name.rsplit("-", 1)[0]
+        return f"{t}-fp32" if name.endswith("-int8") and f"{t}-fp32" in lat else None
+
     header = ["engine", "status", "export s", "RSS MB", f"p50 ms b{b_lat}", f"cv b{b_lat}", f"x plain-ORT b{b_lat}", f"img/s b{b_thr}",
-              f"x plain-ORT b{b_thr}", f"x PyTorch b{b_lat}", f"x fp32 floor b{b_lat}", f"x floor b{b_thr}"]
+              f"x plain-ORT b{b_thr}", f"x own fp32 b{b_lat}", f"x own fp32 b{b_thr}", f"x PyTorch b{b_lat}", f"x floor b{b_lat}",
+              f"x floor b{b_thr}"]
     rows = []
     names = ["pytorch", "plain-ort"] + list(engines)
     for name in names:
         e = engines.get(name, {"status": "baseline" if name != "pytorch" else "reference"})
         r1, r8 = lat.get(name), thr.get(name)
         int8 = name.endswith("int8")
-        f8 = floor8_int8 if int8 and floor8_int8 else floor8
+        own = own_fp32(name)
         rows.append([name, e["status"] if not e.get("error") else f"{e['status']}: {e['error'][:40]}",
                      str(e.get("export_s", "-")), str(e.get("peak_rss_mb", "-")),
                      f"{r1.p50_ms:.2f}" if r1 else "-", f"{r1.cv:.2f}" if r1 else "-",
                      f"{r1.p50_ms / ort1.p50_ms:.2f}x" if r1 else "-", f"{r8.throughput_ips:.1f}" if r8 else "-",
                      f"{r8.throughput_ips / ort8.throughput_ips:.2f}x" if r8 else "-",
+                     f"{r1.p50_ms / lat[own].p50_ms:.2f}x" if r1 and own else "-",
+                     f"{r8.throughput_ips / thr[own].throughput_ips:.2f}x" if r8 and own else "-",
                      f"{lat['pytorch'].p50_ms / r1.p50_ms:.2f}x" if r1 else "-",
-                     f"{r1.p50_ms / floor1:.1f}x" if r1 else "-",
-                     (f"{r8.p50_ms / f8:.1f}x" + (" (int8)" if int8 and floor8_int8 else "")) if r8 else "-"])
+                     (f"{r1.p50_ms / floor_ms(b_lat, int8):.1f}x" + (" i8" if int8 and peak8 else "")) if r1 else "-",
+                     (f"{r8.p50_ms / floor_ms(b_thr, int8):.1f}x" + (" i8" if int8 and peak8 else "")) if r8 else "-"])
     print()
     print(Table(header, rows, left=2).text())
     print()
-    print(f"floor: {flops / 1e9:.3f} GFLOP/image / peak -> b{b_lat} {floor1:.3f} ms (fp32), b{b_thr} {floor8:.3f} ms (fp32)"
-          + (f", {floor8_int8:.3f} ms (int8 MatMulInteger peak)" if floor8_int8 else ""))
-    print(f"x plain-ORT b{b_lat}: p50 ratio (lower is better); x plain-ORT b{b_thr}: images/s ratio (higher is better); "
-          f"b{b_thr} is throughput mode (OpenVINO THROUGHPUT hint + async queue)")
+    print(f"floor: {flops / 1e9:.3f} GFLOP/image / peak -> b{b_lat} {floor_ms(b_lat, False):.3f} ms fp32"
+          + (f", {floor_ms(b_lat, True):.3f} ms int8 (u8s8 MatMulInteger peak)" if peak8 else "")
+          + f"; b{b_thr} {floor_ms(b_thr, False):.3f} ms fp32" + (f", {floor_ms(b_thr, True):.3f} ms int8" if peak8 else ""))
+    print(f"x plain-ORT / x own fp32 b{b_lat}: p50 ratio (lower is better); b{b_thr}: images/s ratio (higher is better); "
+          f"b{b_thr} is throughput mode (OpenVINO THROUGHPUT hint + async queue); x floor: p50 / the engine's compute floor")
     for key, note in ov_notes.items():
         print(f"OpenVINO execution precisions {key}: {note}")
     passed = [k for k, e in engines.items() if e["status"] == "PASSED" and k in lat]
     verdict = {}
+
+    def check(name: str, ok: bool, text: str) -> None:
+        verdict.setdefault("checks", {})[name] = bool(ok)
+        print(f"check {name}: {text}: {'MET' if ok else 'NOT MET'}")
+
+    for k in [k for k in lat if k.endswith("-int8")]:
+        own = own_fp32(k)
+        r1, g8 = lat[k].p50_ms / ort1.p50_ms, thr[k].throughput_ips / ort8.throughput_ips
+        if own:
+            o1, o8 = lat[k].p50_ms / lat[own].p50_ms, thr[k].throughput_ips / thr[own].throughput_ips
+            check(f"{k} vs {own}", o1 < 1 and o8 > 1, f"{o1:.2f}x its latency b{b_lat}, {o8:.2f}x its throughput b{b_thr} (faster at both)")
+        check(f"{k} vs plain-ORT", r1 < 1 and g8 > 1, f"{r1:.2f}x latency b{b_lat}, {g8:.2f}x throughput b{b_thr} (faster at both)")
+    if "onnxruntime-int8" in lat:
+        r1 = lat["onnxruntime-int8"].p50_ms / ort1.p50_ms
+        g8 = thr["onnxruntime-int8"].throughput_ips / ort8.throughput_ips
+        check("onnxruntime-int8 targets", r1 <= 0.95 and g8 >= 1.3, f"{r1:.2f}x plain ORT latency (<= 0.95x), {g8:.2f}x throughput (>= 1.3x)")
+    for k in [k for k in lat if k.endswith("-fp32") and k.split("-")[0] != "tensorrt"]:
+        r1 = lat[k].p50_ms / ort1.p50_ms
+        g8 = thr[k].throughput_ips / ort8.throughput_ips
+        check(f"{k} no slower than plain-ORT", r1 <= 1.05 and g8 >= 0.95, f"{r1:.2f}x latency, {g8:.2f}x throughput (within 5%)")
     if passed:
         best1 = min(passed, key=lambda k: lat[k].p50_ms)
         best8 = max(passed, key=lambda k: thr[k].throughput_ips)
         r1 = lat[best1].p50_ms / ort1.p50_ms
         g8 = thr[best8].throughput_ips / ort8.throughput_ips
         verdict = {"best_b1": best1, "b1_ratio": r1, "b1_met": r1 <= TARGET_B1_RATIO, "best_b8": best8, "b8_gain": g8, "b8_met": g8 >= TARGET_B8_GAIN}
+        print(f"fastest engine that passed its gates: b{b_lat} {best1} ({lat[best1].p50_ms:.2f} ms), "
+              f"b{b_thr} {best8} ({thr[best8].throughput_ips:.1f} img/s)")
         print(f"target b{b_lat}: best PASSED engine {best1} at {r1:.2f}x plain ORT latency (target <= {TARGET_B1_RATIO}x): {'MET' if verdict['b1_met'] else 'NOT MET'}")
         print(f"target b{b_thr}: best PASSED engine {best8} at {g8:.2f}x plain ORT throughput (target >= {TARGET_B8_GAIN}x): {'MET' if verdict['b8_met'] else 'NOT MET'}")
     else:
@@ -359,7 +400,8 @@ def main() -> int:
         print(f"warning: noisy timings (cv > 0.1): {', '.join(noisy)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": mach, "model": args.model, "image_size": args.image_size, "gflop_per_image": flops / 1e9,
-                                               "peak_fp32_gflops": peak32, "peak_int8_gops": peak8, "engines": engines, "verdict": verdict,
+                                               "peak_fp32_gflops": peak32, "peak_int8_gops": peak8, "peak_int8_s8s8_gops": peak8s,
+                                               "engines": engines, "verdict": verdict,
                                                "openvino_execution_precisions": ov_notes,
                                                "results": {str(b): {n: {k: v for k, v in r.to_dict().items() if k != "samples_ms"} for n, r in res.items()}
                                                            for b, res in results.items()}}, indent=2, default=str))

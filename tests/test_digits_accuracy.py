@@ -1,9 +1,11 @@
 """Accuracy on real data: the committed coatnet_tiny trained on scikit-learn's digits, exported to
 INT8 and FP16, evaluated on the held-out split (never used for training or calibration).
 
-Requirements (from the issue): reference top-1 >= 95%; INT8 drop <= 1.0 point and top-1 agreement
-with the float model >= 98%; FP16 drop <= 0.2 point and agreement >= 98%. The checkpoint and how to
-remake it: tests/fixtures/digits/README.md.
+Requirements (from the issues): reference top-1 >= 95%; INT8 drop <= 0.3 point and top-1 agreement
+with the float model >= 98%; FP16 drop <= 0.2 point and agreement >= 98%; and a good INT8 engine of
+this trained model passes the default gates (exit 0), with --eval-images and without, while one whose
+scales were corrupted fails them (exit 2). The checkpoint and how to remake it:
+tests/fixtures/digits/README.md.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from coatnet_deploy.config import make_config
@@ -27,8 +30,8 @@ from digits_data import write_digits_folders  # noqa: E402
 
 # (target, precision) -> (max top-1 drop in points, min top-1 agreement)
 CASES = {
-    ("onnxruntime", "int8"): (1.0, 0.98),
-    ("openvino", "int8"): (1.0, 0.98),
+    ("onnxruntime", "int8"): (0.3, 0.98),
+    ("openvino", "int8"): (0.3, 0.98),
     ("onnxruntime", "fp16"): (0.2, 0.98),
     ("openvino", "fp16"): (0.2, 0.98),
 }
@@ -106,3 +109,93 @@ def test_accuracy_budget_holds_on_heldout_digits(digits, tmp_path):
     assert budget["gate"] == pytest.approx(budget["reference"] - 0.5)
     # the budget's last trial is what shipped: the engine's drop on the same images fits the budget
     assert res.report["accuracy"]["drop_top1"] <= 0.5 + 1e-9, res.report["accuracy"]
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
+def test_int8_passes_the_default_gates_without_eval_images(capsys, digits, tmp_path, target):
+    """No accuracy set: the golden photos (here digits from the held-out split) decide, by mean cosine and
+    top-1 agreement, not by the worst sample."""
+    from bundle_helpers import cli_in_process
+
+    calib, eval_dir = digits
+    rc, out, err = cli_in_process(capsys, "export", "--model", "coatnet_tiny", "--weights", WEIGHTS, "--labels", LABELS,
+                                  "--image-size", 64, "--target", target, "--precision", "int8", "--calibration", calib,
+                                  "--calibration-samples", 200, "--images", eval_dir, "--bench-iterations", 0,
+                                  "--output", tmp_path / "b", "--json")
+    assert rc == 0, err
+    parity = json.loads(out)["parity"]
+    assert parity["gate_samples"] == "images" and set(parity["gates"]) == {"cosine_mean", "top1_agreement"}
+    assert parity["samples"] == 8 and parity["all_samples"]["samples"] == 12  # 4 seeded tensors measured, not gated
+
+
+def test_int8_passes_the_default_gates_with_eval_images(exported):
+    for target in ("onnxruntime", "openvino"):
+        res = exported(target, "int8")
+        gates = res.report["parity"]["gates"]
+        assert res.status == "PASSED" and gates["accuracy_drop"] == 1.0 and gates["cosine_mean"] == 0.9, gates
+
+
+def test_int8_with_corrupted_scales_fails_the_gates(capsys, digits, tmp_path, monkeypatch):
+    """A broken INT8 engine must not pass: its per-channel weight scales shuffled, at export and in an edited bundle."""
+    import onnx
+    from onnx import numpy_helper
+
+    from bundle_helpers import cli_in_process
+    from coatnet_deploy.bundle import artifact_entries, write_manifest_sum
+    from coatnet_deploy.precision import qdq
+
+    def scrambled(path):
+        """Every per-channel weight scale vector shuffled: each output channel dequantized with another's scale."""
+        m = onnx.load(str(path))
+        inits = {t.name: t for t in m.graph.initializer}
+        rng = np.random.default_rng(0)
+        slots = [(n.input[1]) for n in m.graph.node if n.op_type == "DequantizeLinear"]
+        slots += [n.input[4] for n in m.graph.node if n.op_type == "QLinearConv"]  # w_scale
+        for name in slots:
+            t = inits.get(name)
+            if t is not None and numpy_helper.to_array(t).size > 1:
+                t.CopyFrom(numpy_helper.from_array(rng.permutation(numpy_helper.to_array(t)), t.name))
+        onnx.save(m, str(path))
+
+    real = qdq.qdq_from_onnx
+
+    def corrupted(*args, **kwargs):
+        res = real(*args, **kwargs)
+        scrambled(res.path)
+        return res
+
+    monkeypatch.setattr(qdq, "qdq_from_onnx", corrupted)
+    calib, eval_dir = digits
+    args = ["export", "--model", "coatnet_tiny", "--weights", WEIGHTS, "--labels", LABELS, "--image-size", 64, "--target",
+            "onnxruntime", "--precision", "int8", "--calibration", calib, "--calibration-samples", 50, "--images", eval_dir,
+            "--bench-iterations", 0]
+    rc, out, err = cli_in_process(capsys, *args, "--output", tmp_path / "broken", "--json")
+    assert rc == 2, err
+    assert json.loads(out)["status"] == "FAILED" and "cosine_mean" in json.loads(out)["parity"]["failed_gates"]
+    monkeypatch.setattr(qdq, "qdq_from_onnx", real)
+    rc, _, err = cli_in_process(capsys, *args, "--output", tmp_path / "good")
+    assert rc == 0, err
+    # the device's self-test fails an engine edited after export (checksums redone, so only the gates can tell)
+    b = tmp_path / "good"
+    scrambled(b / "model.ort.onnx")
+    m = json.loads((b / "manifest.json").read_text())
+    m["artifacts"] = artifact_entries(b)
+    (b / "manifest.json").write_text(json.dumps(m))
+    write_manifest_sum(b)
+    rc, out, _ = cli_in_process(capsys, "parity", b, "--json")
+    assert rc == 2 and json.loads(out)["status"] == "FAILED"
+
+
+def test_ort_int8_runs_every_planned_convolution_as_qlinearconv(exported):
+    """ORT's optimized graph (the bundle's model.ort.onnx) fuses each Conv the plan quantizes into one
+    QLinearConv: none of them falls back to a float Conv behind Q/DQ pairs."""
+    import onnx
+
+    res = exported("onnxruntime", "int8")
+    plan = res.report["precision_plan"]
+    planned = [n for n in plan["quantized_nodes"] if plan["op_types"][n] == "Conv"]
+    ops = [n.op_type for n in onnx.load(str(res.bundle / "model.ort.onnx")).graph.node]
+    assert planned and ops.count("QLinearConv") == len(planned)
+    census = {(r["op"], r["precision"]): r["count"] for r in res.report["op_census"]["by_op"]}
+    assert census[("QLinearConv", "int8")] == len(planned)
+    assert res.manifest["precision_details"]["format"] == "onnxruntime-cpu"

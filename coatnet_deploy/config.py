@@ -167,7 +167,7 @@ FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
     "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
     "target": ((str,), "a target from `coatnet-deploy targets`"),
     "precision": ((str,), "fp32 | fp16 | int8"),
-    "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = calibration/"),
+    "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = the shipped calibration photos"),
     "calibration_samples": Field((int,), "images drawn (seeded) from the calibration set for INT8", minimum=0),
     "images": ((str, type(None)), "folder of images used as golden inputs; null = the --calibration folder (or the shipped photos)"),
     "golden_images": Field((int,), "how many real images become golden inputs", minimum=0),
@@ -184,7 +184,7 @@ FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
     "eval_images": ((str, type(None)), "ImageFolder tree: adds dataset accuracy to the report"),
     "sensitivity": ((bool,), "INT8: per-node SQNR ranking in the report"),
     "max_drop": ((float, int, type(None)), "INT8 accuracy budget: move worst layers to float until the gate holds"),
-    "int8_method": Field((str,), "INT8 where a target offers several methods: auto | qdq | nncf (auto keeps the closer one)",
+    "int8_method": Field((str,), "INT8 where a target offers several methods: auto | qdq | nncf (auto: of those that pass the gates, the faster)",
                          choices=("auto", "qdq", "nncf")),
     "calibrate_method": Field((str,), "minmax | entropy | percentile", choices=("minmax", "entropy", "percentile")),
     "gates": Field((dict,), "parity gate overrides, e.g. {cosine_mean: 0.995} or per precision {int8: {...}} (docs/GATES.md)",
@@ -207,6 +207,20 @@ def fields_table() -> dict[str, Field | tuple]:
                             section={k: Field(o.types, o.help, choices=tuple(o.choices) or None) for k, o in opts.items()})
                 for name, opts in target_sections().items()}
     return {**FIELDS, **sections}
+
+
+def config_table() -> list[str]:
+    """The README's table of config keys (key, meaning, default), from FIELDS and each target's section."""
+    from coatnet_deploy.fields import as_field
+
+    defaults = ExportConfig().to_dict()
+    lines = ["| key | meaning |", "|---|---|"]
+    for key, f in fields_table().items():
+        f = as_field(f)
+        default = defaults.get(key, {})
+        shown = "null" if default is None else ("true" if default is True else "false" if default is False else default)
+        lines.append(f"| `{key}` | {f.help.replace('|', '&#124;')} (default: `{shown}`) |")
+    return lines
 
 
 def validate(values: dict[str, Any], source: str) -> dict[str, Any]:

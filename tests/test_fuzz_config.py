@@ -84,3 +84,10 @@ def test_deep_nesting_does_not_crash(tmp_path):
     _accepts_or_user_error(load_config_file, p)
     p.write_text("a: &a [*a]\n")  # a self-referencing alias
     _accepts_or_user_error(load_config_file, p)
+
+
+def test_readme_config_table_is_the_fields_table():
+    from coatnet_deploy.config import config_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert "\n".join(config_table()) in readme

@@ -104,7 +104,14 @@ def redo_checksums(bundle: Path, schema: int | None = None) -> None:
     if schema is not None:
         manifest["schema_version"] = schema
     mpath.write_text(json.dumps(manifest, indent=2))
-    if manifest["schema_version"] >= 2:
+    if manifest["schema_version"] >= 2 or (bundle / "manifest.sha256").exists():
+        write_manifest_sha(bundle)
+
+
+def write_manifest(bundle: Path, manifest: dict) -> None:
+    """An edited manifest, with its manifest.sha256 redone where the bundle has one."""
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if (bundle / "manifest.sha256").exists():
         write_manifest_sha(bundle)
 
 
@@ -338,6 +345,26 @@ def test_the_crop_offsets_exercise_round_half_to_even(pillow_images):
     assert _offsets_round_half_to_even(pillow_images, CONFIGS)
 
 
+TIMM_FIXTURES = REPO / "tests" / "fixtures" / "preprocess"
+
+
+def test_preprocessing_matches_timm_output(app, tmp_path):
+    """timm's own eval transform (all three crop modes), as stored by tests/fixtures/preprocess/make_fixtures.py."""
+    meta = json.loads((TIMM_FIXTURES / "golden.json").read_text())
+    golden = np.load(TIMM_FIXTURES / "golden.npz")
+    cases = {k: v for k, v in meta.items() if not k.startswith("_")}
+    assert {c.get("crop_mode", "center") for c in cases.values()} == {"center", "squash", "border"}
+    for name, case in cases.items():
+        cfg = PreprocessConfig.for_size(case["image_size"], case["crop_pct"], case["interpolation"], case["mean"], case["std"],
+                                        case.get("crop_mode", "center"))
+        (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+        image = REPO / case.get("dir", "calibration") / case["image"]
+        proc = app.run("preprocess", tmp_path / "c.json", image, "--dump-tensor", tmp_path / "x.npy")
+        assert proc.returncode == 0, proc.stderr
+        err = float(np.abs(np.load(tmp_path / "x.npy")[0] - golden[name]).max())
+        assert err <= 1e-5, (name, err)
+
+
 def timm_crop_reference(img: Image.Image, c: dict) -> np.ndarray:
     """timm's eval transform for crop_mode squash / border (transforms_imagenet_eval), on PIL.
 
@@ -419,6 +446,23 @@ def test_selftest_verdict_on_int8_equals_parity(app, ov_int8, python_parity_int8
         assert ours["parity"][key] == pytest.approx(python["parity"][key], rel=1e-3, abs=1e-6), key
 
 
+@pytest.fixture(scope="module")
+def python_predictions_int8(ov_int8) -> dict:
+    return python_cli_json("predict", ov_int8, *CALIBRATION[:10], "--topk", "3")[1]
+
+
+def test_int8_classify_equals_predict_across_batch_sizes(app, ov_int8, python_predictions_int8):
+    # 10 images in batches of at most 8: an 8 and a 2. INT8 engines compile one model per batch size
+    # (engine.static_batch), as the Python runner does.
+    proc = app.run("classify", ov_int8, *CALIBRATION[:10], "--json", "--topk", "3")
+    assert proc.returncode == 0, proc.stderr
+    for a, b in zip(json.loads(proc.stdout), python_predictions_int8["predictions"]):
+        assert a["topk"][0]["index"] == b["topk"][0]["index"], a["image"]
+        assert abs(a["topk"][0]["prob"] - b["topk"][0]["prob"]) <= 1e-4, (a, b)
+    rc, result = selftest_json(app, ov_int8)
+    assert "compiled per batch size" in result["runs"]
+
+
 def test_selftest_fails_with_exit_2_on_altered_reference_logits(app, ov_fp32, tmp_path):
     bundle = copy_of(ov_fp32, tmp_path / "b")
     logits = np.load(bundle / "golden_logits.npy")
@@ -443,7 +487,7 @@ def test_gate_samples_images_gates_only_photos(app, ov_fp32, tmp_path):
     assert app.run("selftest", bundle).returncode == 2
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["gate_samples"] = "images"
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(bundle, manifest)
     rc, result = selftest_json(app, bundle)
     assert rc == 0 and result["parity"]["samples"] == sum(n.startswith("image:") for n in names)
     assert result["parity"]["all_samples"]["max_abs_err"] == pytest.approx(1.0, abs=1e-3)
@@ -562,13 +606,14 @@ def test_bad_manifest_is_refused_in_one_line(app, ov_fp32, tmp_path, edit):
     bundle = copy_of(ov_fp32, tmp_path / "b")
     manifest = json.loads((bundle / "manifest.json").read_text())
     _edit(manifest, path, value)
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(bundle, manifest)
     one_error_line(app.run("selftest", bundle), word)
 
 
 def test_manifest_that_is_not_json_is_refused(app, ov_fp32, tmp_path):
     bundle = copy_of(ov_fp32, tmp_path / "b")
     (bundle / "manifest.json").write_text('{"schema_version": 1, ')
+    write_manifest_sha(bundle)
     one_error_line(app.run("classify", bundle, CALIBRATION[0]), "manifest.json", "JSON")
     shutil.rmtree(bundle)
     one_error_line(app.run("classify", bundle, CALIBRATION[0]), str(bundle))

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <sstream>
 
 #include <openvino/frontend/manager.hpp>
@@ -44,10 +45,34 @@ struct Engine::Impl {
   ov::frontend::FrontEndManager frontends;
   ov::frontend::FrontEnd::Ptr frontend;
   ov::Core core;
-  ov::CompiledModel compiled;
-  ov::InferRequest request;
+  ov::AnyMap config;
+  std::shared_ptr<ov::Model> model;
+  // One compiled model for every batch size, or (static_batch) one per batch size, made on first use.
+  bool static_batch = false;
+  std::map<int, std::pair<ov::CompiledModel, ov::InferRequest>> compiled;
   size_t output_index = 0;
   int size = 0, classes = 0, batch_min = 1, batch_max = 1;
+  std::string cannot_compile;  // the message's "what"
+
+  ov::InferRequest& request(int n) {
+    const int key = static_batch ? n : -1;
+    auto it = compiled.find(key);
+    if (it != compiled.end()) return it->second.second;
+    std::shared_ptr<ov::Model> m = model;
+    if (static_batch) {
+      m = model->clone();
+      ov::PartialShape shape = m->input().get_partial_shape();
+      shape[0] = n;
+      m->reshape(shape);
+    }
+    try {
+      ov::CompiledModel c = core.compile_model(m, "CPU", config);
+      ov::InferRequest r = c.create_infer_request();
+      return compiled.emplace(key, std::make_pair(std::move(c), std::move(r))).first->second.second;
+    } catch (const std::exception& e) {
+      throw UserError(cannot_compile, brief(e), "export the bundle again");
+    }
+  }
 };
 
 Engine::Engine(const Bundle& b, int threads) : impl_(std::make_unique<Impl>()) {
@@ -69,11 +94,19 @@ Engine::Engine(const Bundle& b, int threads) : impl_(std::make_unique<Impl>()) {
     precision = ov::element::bf16;
   else
     throw UserError(b.where() + "engine.inference_precision_hint is '" + hint + "'", "use one of: f32, f16, bf16", "export the bundle again");
-  runs_ = ir ? "openvino on model.xml (" + hint + ")"
-             : "openvino on model.onnx (" + hint + ", OpenVINO's ONNX reader; the bundle's own runtime is " +
+  // OpenVINO 2026.4's CPU plugin runs a dynamic-batch INT8 model wrong on AMX CPUs once the batch
+  // shrinks after a larger one: INT8 engines compile per batch size (the manifest's
+  // engine.static_batch; bundles without the key: precision int8), as the Python runner does.
+  Impl& m = *impl_;
+  const nlohmann::json sb = engine.is_object() ? engine.value("static_batch", nlohmann::json()) : nlohmann::json();
+  if (!sb.is_null() && !sb.is_boolean())
+    throw UserError(b.where() + "engine.static_batch is " + sb.dump(), "it must be true or false", "export the bundle again");
+  m.static_batch = sb.is_boolean() ? sb.get<bool>() : b.precision == "int8";
+  const std::string per_batch = m.static_batch ? ", compiled per batch size" : "";
+  runs_ = ir ? "openvino on model.xml (" + hint + per_batch + ")"
+             : "openvino on model.onnx (" + hint + per_batch + ", OpenVINO's ONNX reader; the bundle's own runtime is " +
                    (b.target == "onnx" ? std::string("onnxruntime") : b.target) + ")";
   substitute_ = !ir;
-  Impl& m = *impl_;
   m.size = b.preprocess.crop;
   m.classes = b.num_classes;
   m.batch_min = b.batch_min;
@@ -101,19 +134,24 @@ Engine::Engine(const Bundle& b, int threads) : impl_(std::make_unique<Impl>()) {
         break;
       }
     ov::PartialShape shape = model->input().get_partial_shape();
-    if (shape.rank().is_static() && shape.rank().get_length() == 4 && shape[0].is_static()) {
+    if (shape.rank().is_dynamic() || shape.rank().get_length() != 4)
+      throw UserError(b.where() + file + "'s input is not N x 3 x H x W", "a classifier takes one NCHW image batch",
+                      "export the bundle again");
+    if (!m.static_batch && shape[0].is_static()) {
       shape[0] = ov::Dimension::dynamic();
       model->reshape(shape);
     }
-    ov::AnyMap config = {ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY), ov::hint::inference_precision(precision)};
-    if (threads > 0) config.emplace(ov::inference_num_threads(threads));
-    m.compiled = m.core.compile_model(model, "CPU", config);
-    m.request = m.compiled.create_infer_request();
+    m.config = {ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY), ov::hint::inference_precision(precision)};
+    if (threads > 0) m.config.emplace(ov::inference_num_threads(threads));
+    m.model = model;
+    m.cannot_compile = b.where() + "OpenVINO cannot compile " + file + " for the CPU";
   } catch (const UserError&) {
     throw;
   } catch (const std::exception& e) {
-    throw UserError(b.where() + "OpenVINO cannot compile " + file + " for the CPU", brief(e), "export the bundle again");
+    throw UserError(b.where() + "OpenVINO cannot prepare " + file, brief(e), "export the bundle again");
   }
+  // The dynamic-batch engine compiles now; a static-batch one compiles each size on first use.
+  if (!m.static_batch) (void)m.request(0);
   compile_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
@@ -134,10 +172,11 @@ std::vector<float> Engine::infer(const float* batch, int n) {
   ov::Tensor input(ov::element::f32, ov::Shape{static_cast<size_t>(run), 3, static_cast<size_t>(m.size), static_cast<size_t>(m.size)},
                    const_cast<float*>(data));
   ov::Tensor out;
+  ov::InferRequest& request = m.request(run);
   try {
-    m.request.set_input_tensor(input);
-    m.request.infer();
-    out = m.request.get_output_tensor(m.output_index);
+    request.set_input_tensor(input);
+    request.infer();
+    out = request.get_output_tensor(m.output_index);
   } catch (const std::exception& e) {
     throw UserError("OpenVINO inference failed", brief(e));
   }

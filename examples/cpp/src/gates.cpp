@@ -44,29 +44,44 @@ Metrics compute_metrics(const std::vector<float>& ref, const std::vector<float>&
   Metrics m;
   m.samples = static_cast<int>(rows.size());
   const double inf = std::numeric_limits<double>::infinity();
+  const double big = std::numeric_limits<double>::max();
   double cos_sum = 0, abs_sum = 0, sig = 0, noise = 0;
   int top1 = 0, top5 = 0;
   m.cosine_min = inf;
   std::vector<double> r(classes), a(classes);
   for (int row : rows) {
+    const float* rr = &ref[static_cast<size_t>(row) * classes];
+    const float* ar = &act[static_cast<size_t>(row) * classes];
+    bool finite = true, identical = true;
+    for (int c = 0; c < classes; ++c) {
+      r[c] = rr[c];
+      a[c] = ar[c];
+      finite = finite && std::isfinite(a[c]);
+      identical = identical && r[c] == a[c];
+    }
     double dot = 0, nr = 0, na = 0, row_max = 0;
     for (int c = 0; c < classes; ++c) {
-      r[c] = ref[static_cast<size_t>(row) * classes + c];
-      a[c] = act[static_cast<size_t>(row) * classes + c];
-      if (!std::isfinite(a[c])) m.finite = false;
-      dot += r[c] * a[c];
+      // A non-finite output counts as an infinite error; its cosine is taken on NaN -> 0, +-Inf ->
+      // +-max (numpy.nan_to_num) and capped at 0, as compare.py does.
+      const double ac = std::isnan(a[c]) ? 0.0 : std::isinf(a[c]) ? std::copysign(big, a[c]) : a[c];
+      dot += r[c] * ac;
       nr += r[c] * r[c];
-      na += a[c] * a[c];
-      const double d = std::fabs(r[c] - a[c]);
+      na += ac * ac;
+      const double d = std::isfinite(a[c]) ? std::fabs(r[c] - a[c]) : inf;
       row_max = std::max(row_max, d);
       abs_sum += d;
       sig += r[c] * r[c];
-      noise += (r[c] - a[c]) * (r[c] - a[c]);
+      noise += d * d;
     }
     nr = std::sqrt(nr);
     na = std::sqrt(na);
-    double cos = (nr > 0 && na > 0) ? dot / (nr * na) : (nr == 0 && na == 0) ? 1.0 : 0.0;
+    double cos = (nr > 0 && na > 0 && std::isfinite(nr * na)) ? dot / (nr * na) : (nr == 0 && na == 0) ? 1.0 : 0.0;
     cos = std::max(-1.0, std::min(1.0, cos));
+    if (!finite) {
+      cos = std::min(0.0, cos);
+      ++m.non_finite;
+    }
+    if (identical) cos = 1.0;  // dot / (|r||a|) would round to 1 - 2e-16
     m.cosine_min = std::min(m.cosine_min, cos);
     cos_sum += cos;
     m.max_abs_err = std::max(m.max_abs_err, row_max);
@@ -75,12 +90,13 @@ Metrics compute_metrics(const std::vector<float>& ref, const std::vector<float>&
     top1 += act_top[0] == ref_top;
     top5 += std::find(act_top.begin(), act_top.end(), ref_top) != act_top.end();
   }
+  m.finite = m.non_finite == 0;
   const double n = std::max<size_t>(rows.size(), 1);
   m.cosine_mean = cos_sum / n;
   m.mean_abs_err = abs_sum / (n * classes);
   m.top1_agreement = top1 / n;
   m.top5_agreement = top5 / n;
-  m.sqnr_db = noise == 0 ? inf : 10.0 * std::log10(sig / noise);
+  m.sqnr_db = noise == 0 ? inf : (sig > 0 && std::isfinite(noise)) ? 10.0 * std::log10(sig / noise) : -inf;
   if (rows.empty()) m.cosine_min = 1.0;
   return m;
 }

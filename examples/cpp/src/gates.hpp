@@ -14,6 +14,7 @@ struct Metrics {
   double cosine_min = 0, cosine_mean = 0, max_abs_err = 0, mean_abs_err = 0;
   double top1_agreement = 0, top5_agreement = 0, sqnr_db = 0;
   bool finite = true;  // no NaN / Inf in the engine's output
+  int non_finite = 0;  // samples whose output holds NaN or Inf
   double get(const std::string& name) const;
 };
 

@@ -77,7 +77,7 @@ PreprocessConfig PreprocessConfig::from_json(const nlohmann::json& d, const std:
       throw UserError(where + "preprocess.crop_mode is '" + c.crop_mode + "'", "it is not a known crop mode",
                       "use one of: center, squash, border");
   }
-  if (c.crop_mode != "border" && c.resize < c.crop)
+  if (c.resize < c.crop)
     throw UserError(where + "preprocess.resize (" + std::to_string(c.resize) + ") is smaller than preprocess.crop (" +
                         std::to_string(c.crop) + ")",
                     "the center crop must fit inside the resized image", "set resize >= crop");
@@ -132,11 +132,9 @@ Image squash(const Image& img, const PreprocessConfig& cfg) {
 Image border(const Image& img, const PreprocessConfig& cfg) {
   const double ratio_h = static_cast<double>(img.height) / cfg.resize, ratio_w = static_cast<double>(img.width) / cfg.resize;
   const double ratio = std::max(ratio_h, ratio_w) * 1.0 + std::min(ratio_h, ratio_w) * 0.0;
-  const int nh = static_cast<int>(round_half_even(img.height / ratio));
-  const int nw = static_cast<int>(round_half_even(img.width / ratio));
-  if (nh < 1 || nw < 1)
-    throw UserError("cannot resize a " + std::to_string(img.width) + "x" + std::to_string(img.height) + " image for crop_mode border",
-                    "its shorter side would be 0 pixels", "crop it first");
+  // max(1, ...): where timm would ask for a 0-pixel side (and fail), keep one pixel, as preprocess.py
+  const int nh = std::max(1, static_cast<int>(round_half_even(img.height / ratio)));
+  const int nw = std::max(1, static_cast<int>(round_half_even(img.width / ratio)));
   Image resized = (nw == img.width && nh == img.height) ? img : resize(img, nw, nh, cfg.filter);
   int W = nw, H = nh;
   if (cfg.crop > W || cfg.crop > H) {

@@ -180,6 +180,9 @@ def precision_graph(cfg: ExportConfig, plan: ExportPlan, graph: Path, golden: Go
         result = _fp16_graph(graph, out, recipe)
     elif recipe.kind == "int8":
         out = work / ("model.int8.onnx" if revised_plan is None else "model.int8.revised.onnx")
+        if recipe.prepare is not None:
+            # the plan, the quantizer and the sensitivity ranking all read the prepared graph
+            graph = Path(recipe.prepare(graph, work / "model.prepared.onnx"))
         result = _int8_graph(cfg, plan, graph, out, recipe, golden, work, revised_plan, previous)
     else:
         raise ValueError(f"unknown recipe kind {recipe.kind!r}")

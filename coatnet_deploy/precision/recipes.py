@@ -26,6 +26,8 @@ class Recipe:
     details: dict[str, Any] = field(default_factory=dict)
     plan_options: dict[str, Any] = field(default_factory=dict)
     quantize: Callable[..., Any] | None = None
+    #: for "int8": a float-graph pass run before the plan and the quantizer, ``prepare(src, dst) -> dst``
+    prepare: Callable[[Any, Any], Any] | None = None
 
 
 QDQ_RULES = "int8 symmetric, zero point 0, per-channel weights, per-tensor activations, Conv/MatMul/Gemm inputs only"
@@ -53,17 +55,29 @@ def tensorrt_qdq_recipe(reduce_range: bool = False, **plan_options: Any) -> Reci
                   plan_options=dict(plan_options), quantize=partial(qdq_from_onnx, reduce_range=reduce_range))
 
 
+def _ort_basic_graph(src, dst):
+    # ORT's basic passes (constant folding, Conv + BatchNorm / Mul / Add folding) are plain ONNX; done
+    # before quantizing, the folded BNs no longer sit between a QLinearConv and its Q/DQ pairs, where ORT
+    # cannot fuse them (measured on coatnet_0_rw_224: 0.88x instead of 1.02x plain ORT at batch 1).
+    from coatnet_deploy.backends.onnxrt import save_optimized_model
+
+    return save_optimized_model(src, dst, optimization="basic")
+
+
 def ort_cpu_qdq_recipe(reduce_range: bool, **plan_options: Any) -> Recipe:
     """ONNX Runtime's QDQ placement for its CPU provider (``precision.qdq`` fmt "onnxruntime-cpu"):
     U8 asymmetric activations, S8 per-channel weights, outputs and biases quantized, so ORT fuses
-    QLinearConv. Not a TensorRT file: the manifest says which format the bundle holds."""
+    QLinearConv; the float graph first gets ORT's basic passes. Not a TensorRT file: the manifest says
+    which format the bundle holds."""
     from coatnet_deploy.host import int8_isa
     from coatnet_deploy.precision.qdq import qdq_from_onnx
 
     return Recipe("int8", details={"kind": "int8 Q/DQ", "format": "onnxruntime-cpu", "activations": "uint8 asymmetric",
                                    "weights": "int8 symmetric per-channel", "reduce_range": reduce_range, "host_int8_isa": int8_isa(),
-                                   "rules": "ONNX Runtime CPU QDQ: Conv/MatMul/Gemm inputs and outputs, int32 biases"},
-                  plan_options=dict(plan_options), quantize=partial(qdq_from_onnx, reduce_range=reduce_range, fmt="onnxruntime-cpu"))
+                                   "rules": "ONNX Runtime CPU QDQ: Conv/MatMul/Gemm inputs and outputs, int32 biases",
+                                   "float_graph_passes": "onnxruntime basic (Conv+BatchNorm folding, constant folding)"},
+                  plan_options=dict(plan_options), quantize=partial(qdq_from_onnx, reduce_range=reduce_range, fmt="onnxruntime-cpu"),
+                  prepare=_ort_basic_graph)
 
 
 def default_recipe(precision: str) -> Recipe:

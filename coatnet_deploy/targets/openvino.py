@@ -19,15 +19,17 @@ from coatnet_deploy.targets.base import EngineBuild, EngineJob, Target
 
 FILES = ["model.xml", "model.bin"]
 INT8_METHODS = ("nncf", "qdq")
-# OpenVINO 2026.4's CPU plugin runs a dynamic-batch INT8 model wrong on AMX-INT8 CPUs once the batch
-# shrinks after a larger one (seen: cosine 0.24-0.71 for batch 2 or 1 after batch 4; right with
-# ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI, and right with one compiled model per batch size). INT8
-# engines therefore compile per batch size; float engines keep the dynamic batch.
-STATIC_BATCH_NOTE = "INT8 compiled per batch size: a dynamic-batch INT8 model runs wrong on AMX CPUs after the batch shrinks"
+# Every OpenVINO engine compiles one model per batch size (on first use of that size), for two measured
+# reasons: OpenVINO 2026.4's CPU plugin runs a dynamic-batch INT8 model wrong on AMX-INT8 CPUs once the
+# batch shrinks after a larger one (cosine 0.24-0.71 for batch 2 or 1 after batch 4; right with
+# ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI, and right compiled per batch size), and a dynamic-batch fp32
+# model ran 1.13x slower than the same IR compiled for its batch (coatnet_0_rw_224, batch 1).
+STATIC_BATCH_NOTE = ("compiled per batch size: a dynamic batch ran 1.13x slower (fp32), and INT8 ran wrong on AMX CPUs "
+                     "after the batch shrank")
 
 
 def static_batch(manifest: dict[str, Any]) -> bool:
-    """Whether a bundle's OpenVINO engine compiles per batch size (INT8; also bundles that predate the key)."""
+    """Whether a bundle's OpenVINO engine compiles per batch size (the key; bundles that predate it: INT8 only)."""
     engine = manifest.get("engine") or {}
     return bool(engine.get("static_batch", manifest.get("precision") == "int8"))
 
@@ -87,7 +89,7 @@ class OpenVINOTarget(Target):
             if nncf_version:
                 versions["nncf"] = nncf_version
             engine = {"runtime": "openvino", "files": FILES, "int8_method": method, "int8_candidates": candidates,
-                      "inference_precision_hint": hint, "static_batch": True, "static_batch_note": STATIC_BATCH_NOTE}
+                      "inference_precision_hint": hint}
             report["openvino_int8_candidates"] = candidates
             if job.revision is not None:
                 report["openvino_int8_fallback"] = job.revision
@@ -96,7 +98,8 @@ class OpenVINOTarget(Target):
             ir_from_onnx(str(job.float_graph), str(job.bundle_dir), compress_to_fp16=fp16)
             hint = "f16" if fp16 else "f32"
             engine = {"runtime": "openvino", "files": FILES, "inference_precision_hint": hint, **({"weights": "fp16"} if fp16 else {})}
-        static = bool(engine.get("static_batch"))
+        engine.update({"static_batch": True, "static_batch_note": STATIC_BATCH_NOTE})
+        static = True
         return EngineBuild(engine=engine, runner=lambda: OpenVINORunner(str(xml), threads=threads, inference_precision=hint,
                                                                         static_batch=static),
                            report=report, versions=versions)
@@ -184,7 +187,7 @@ class OpenVINOTarget(Target):
     def float_runner(self, float_graph: Path, threads: int | None):
         from coatnet_deploy.backends.openvino import OpenVINORunner
 
-        return OpenVINORunner(str(float_graph), threads=threads, inference_precision="f32")
+        return OpenVINORunner(str(float_graph), threads=threads, inference_precision="f32", static_batch=True)
 
     def report_sections(self, report: dict[str, Any], manifest: dict[str, Any]) -> list[Any]:
         candidates = report.get("openvino_int8_candidates")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bundle_helpers import REPO, cli_in_process, copy_bundle, run_cli, stderr_lines, tiny_bundle
+from bundle_helpers import REPO, cli_in_process, copy_bundle, run_cli, stderr_lines
 from timm_fixtures import folder_variant, unpacked
 from coatnet_deploy.errors import UserError
 

@@ -6,13 +6,11 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from bundle_helpers import LABELS, PY, REPO, run_cli, stderr_lines, tiny_bundle
+from bundle_helpers import LABELS, PY, REPO, run_cli, stderr_lines
 
 PHOTOS = sorted((REPO / "calibration").glob("*.jpg"))[:3]
 EXAMPLE = REPO / "examples" / "python" / "classify.py"

@@ -8,13 +8,12 @@ import shutil
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bundle_helpers import LABELS, REPO, has_openvino, openvino_bundle_from, tiny_bundle
+from bundle_helpers import LABELS, REPO, has_openvino, openvino_bundle_from
 from coatnet_deploy.bundle import write_manifest_sum
 from coatnet_deploy.errors import UserError
 from coatnet_deploy.runtime import Classifier, Prediction, softmax

@@ -296,16 +296,18 @@ def test_openvino_culprit_search_finds_nothing_where_openvino_agrees(tmp_path):
 
 
 @pytest.mark.slow
-def test_openvino_int8_fallback_keeps_the_misrun_stem_conv_float(tmp_path):
-    """coatnet_0_rw_224: OpenVINO runs the int8 stem conv2 at cosine ~0.06 on this CPU (ONNX Runtime:
-    0.9999 on the same file). The export finds it, keeps it float, and passes."""
+def test_openvino_int8_of_coatnet_0_rw_224_passes(tmp_path):
+    """coatnet_0_rw_224 to OpenVINO INT8 passes its gates on this machine, whichever candidate wins. On the
+    first round's AVX2 machine OpenVINO ran the int8 stem conv2 at cosine ~0.06 (ONNX Runtime: 0.9999 on the
+    same file): where the fallback runs, it must have kept that layer float. (The fallback itself is
+    tested in the default run by forcing a culprit: tests/test_targets.py.)"""
     from coatnet_deploy.config import make_config
     from coatnet_deploy.export import export
 
     res = export(make_config(None, {"model": "coatnet_0_rw_224", "target": "openvino", "precision": "int8",
                                     "output": str(tmp_path / "b"), "bench_iterations": 0, "calibration_samples": 16}))
+    assert res.status == "PASSED", res.report["parity"]
+    assert res.report["op_census"]["int8_share"] > 0.5 and res.manifest["engine"]["int8_method"] in ("nncf", "qdq")
     fallback = res.report.get("openvino_int8_fallback")
-    if fallback is None:
-        pytest.skip("OpenVINO ran every int8 layer right on this machine: no fallback needed")
-    assert "/stem/conv2/Conv" in fallback["kept_float"]
-    assert res.status == "PASSED"
+    if fallback is not None:
+        assert "/stem/conv2/Conv" in fallback["kept_float"]

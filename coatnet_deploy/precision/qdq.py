@@ -1,6 +1,6 @@
 """Explicit-Q/DQ INT8 ONNX, in the format the runtime that runs it fuses best.
 
-``fmt="tensorrt"`` (the default): TensorRT decides INT8 from the Q/DQ nodes alone (11.x has no
+``fmt="tensorrt-rules"`` (the default): TensorRT decides INT8 from the Q/DQ nodes alone (11.x has no
 calibrator), and it is the strictest runtime, so the graph follows its rules: int8 (not uint8)
 everywhere, symmetric (every zero point 0), weights per output channel, activations per tensor, Q/DQ
 only in front of Conv / MatMul / Gemm, float biases (no int32 DQ). ``check_qdq_rules`` is the checker.
@@ -27,7 +27,7 @@ import numpy as np
 from coatnet_deploy.precision.plan import QUANTIZABLE_OPS, PrecisionPlan, load_named
 
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
-FORMATS = ("tensorrt", "onnxruntime-cpu")
+FORMATS = ("tensorrt-rules", "onnxruntime-cpu")
 
 
 @dataclass
@@ -185,7 +185,7 @@ def qdq_from_onnx(
     max_samples: int | None = None,
     percentile: float = 99.999,
     reduce_range: bool = False,
-    fmt: str = "tensorrt",
+    fmt: str = "tensorrt-rules",
 ) -> QuantResult:
     """FP32 ONNX + calibration arrays ((3,H,W) or (N,3,H,W) float32) + plan -> INT8 Q/DQ ONNX in ``fmt``.
 
@@ -232,7 +232,7 @@ def qdq_from_onnx(
         # skip_optimization: ORT's optimizer renames and fuses nodes (MatMul+Add -> Gemm), which
         # would break the plan's node names; shape inference is all quantize_static needs.
         quant_pre_process(str(named), str(prep), skip_optimization=True)
-        tensorrt = fmt == "tensorrt"
+        tensorrt = fmt == "tensorrt-rules"
         extra = {
             "ActivationSymmetric": tensorrt,
             "WeightSymmetric": True,

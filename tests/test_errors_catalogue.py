@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from bundle_helpers import REPO, cli_in_process, copy_bundle, run_cli, stderr_lines
-from timm_fixtures import folder_variant, unpacked
+from timm_fixtures import checkpoint_dict, folder_variant, unpacked
 from coatnet_deploy.errors import UserError
 
 PHOTOS = sorted((REPO / "calibration").glob("*.jpg"))
@@ -150,7 +150,7 @@ def test_unknown_architecture(capsys, tmp_path):
 def test_checkpoint_names_unknown_architecture(capsys, tmp_path):
     import torch
 
-    ck = torch.load(unpacked()["checkpoint"], map_location="cpu", weights_only=False)
+    ck = checkpoint_dict()
     ck["args"].model = "vit_base_patch16_224"
     path = tmp_path / "vit.pth.tar"
     torch.save(ck, path)

@@ -16,7 +16,7 @@ import torch
 from bundle_helpers import cli_in_process
 from coatnet_deploy.models import build_model, resolve_model_source
 from coatnet_deploy.preprocess import preprocess_batch
-from timm_fixtures import EXPECTED, META, PHOTOS, folder_variant, unpacked
+from timm_fixtures import EXPECTED, META, PHOTOS, checkpoint_dict, folder_variant, unpacked
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -128,7 +128,7 @@ def test_checkpoint_args_preprocessing_is_taken(tmp_path):
     """args set on train.py's command line (--mean/--std/--crop-pct/--interpolation) drove its validation."""
     import argparse
 
-    ck = torch.load(unpacked()["checkpoint"], map_location="cpu", weights_only=False)
+    ck = checkpoint_dict()
     ck["args"] = argparse.Namespace(**{**vars(ck["args"]), "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                                        "crop_pct": 0.9, "interpolation": "bilinear", "input_size": [3, 96, 96]})
     path = tmp_path / "ck.pth.tar"

@@ -65,3 +65,14 @@ def folder_variant(tmp_path: Path, edit=None, config_text: str | None = None) ->
         config_text = json.dumps(cfg, indent=2)
     (dst / "config.json").write_text(config_text)
     return dst
+
+
+def checkpoint_dict() -> dict:
+    """The fixture train.py checkpoint as a dict, read the way timm reads it: weights_only, with exactly
+    argparse.Namespace allowed (tests edit it and save variants)."""
+    import argparse
+
+    import torch
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(unpacked()["checkpoint"], map_location="cpu", weights_only=True)

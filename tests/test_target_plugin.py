@@ -51,7 +51,8 @@ def test_a_fresh_process_lists_the_plugin(plugin_site):
     assert out.returncode == 0, out.stderr
     rows = [r for r in json.loads(out.stdout) if r["target"] == "ortx"]
     assert rows == [{"target": "ortx", "precision": "fp32", "available": True, "reason": "onnxruntime installed", "deferred": False,
-                     "artifacts": "model.onnx + model.ortx.onnx", "how": "ORT extended graph optimizations, saved"}]
+                     "artifacts": "model.onnx + model.ortx.onnx", "how": "ORT extended graph optimizations, saved",
+                     "summary": "ONNX Runtime, extended optimizations (test plug-in)"}]
 
 
 def test_export_parity_predict_inspect_on_the_plugin(capsys, plugin_site, tmp_path):

@@ -25,7 +25,7 @@ def test_unknown_target_and_precision_name_the_valid_ones():
     with pytest.raises(UserError, match="unknown target 'tpu': valid targets are onnx, onnxruntime, openvino, tensorrt"):
         targets.get("tpu")
     with pytest.raises(UserError, match="unknown precision 'fp8'"):
-        targets.check_choice("onnx", "fp8")
+        targets.get("onnx").cell("fp8")
 
 
 def test_two_plugins_may_not_share_a_name():

@@ -22,6 +22,9 @@ def targets_cmd(defer_build, as_json):
     click.echo(f"{'target':<12} {'precision':<9} {'here':<5} {'artifacts':<30} reason")
     for r in rows:
         click.echo(f"{r['target']:<12} {r['precision']:<9} {'yes' if r['available'] else 'no':<5} {r['artifacts']:<30} {r['reason']}")
+    click.echo("")
+    for name, summary in dict((r["target"], r["summary"]) for r in rows).items():
+        click.echo(f"{name:<12} {summary}")
     click.echo(_shipped_summary())
     return 0
 

@@ -39,7 +39,6 @@ class Reference:
 
     model: Any  # torch.nn.Module
     device: str
-    num_classes: int
     note: str | None  # report.json "reference_note"
 
 

@@ -38,15 +38,11 @@ def preflight(cfg: ExportConfig) -> ExportPlan:
     image_size = source.image_size
     options = target.option_values(cfg.target_options.get(target.name))
     target.preflight(cfg, options, batch, image_size)
-    for key, kind in (("images", "dir"), ("eval_images", "dir")):  # weights, labels: checked by the source
+    for key in ("images", "eval_images"):  # weights, labels: checked by the source
         value = getattr(cfg, key)
-        if value is None:
-            continue
-        p = Path(value)
-        if not (p.is_file() if kind == "file" else p.is_dir()):
+        if value is not None and not Path(value).is_dir():
             flag = "--" + key.replace("_", "-")
-            raise UserError(f"{flag} '{value}' not found", f"it must name an existing {'file' if kind == 'file' else 'directory'}",
-                            f"check the path given to {flag}")
+            raise UserError(f"{flag} '{value}' not found", "it must name an existing directory", f"check the path given to {flag}")
     pre = source.preprocess
     calibration = None
     if cfg.precision == "int8":
@@ -80,7 +76,7 @@ def reference_model(cfg: ExportConfig, plan: ExportPlan) -> Reference:
     model = plan.source.build(seed=cfg.seed)
     device = resolve_reference_device(cfg.reference)
     note = None if cfg.weights else f"random init (no --weights), seed {cfg.seed}"
-    return Reference(model=model, device=device, num_classes=plan.source.num_classes, note=note)
+    return Reference(model=model, device=device, note=note)
 
 
 def golden_set(cfg: ExportConfig, plan: ExportPlan, ref: Reference) -> tuple[GoldenSet, dict[str, Any]]:
@@ -202,7 +198,7 @@ def _fp16_graph(graph: Path, out: Path, recipe) -> PrecisionGraph:
     report = {"precision_plan": {"kind": "fp16", "low_precision": "float16", "low_precision_nodes": low, "float_nodes": kept,
                                  "kept_float32_ops": list(DEFAULT_KEEP_FLOAT32_OPS), "casts": casts,
                                  "counts": {"float16": len(low), "float32": len(kept), "cast": casts}}}
-    return PrecisionGraph(path=out, recipe=recipe, details=dict(recipe.details), report=report, checked=True)
+    return PrecisionGraph(path=out, recipe=recipe, details=dict(recipe.details), report=report)
 
 
 def _int8_graph(cfg: ExportConfig, plan: ExportPlan, graph: Path, out: Path, recipe, golden: GoldenSet, work: Path,
@@ -239,7 +235,7 @@ def _int8_graph(cfg: ExportConfig, plan: ExportPlan, graph: Path, out: Path, rec
     report["precision_plan"] = {"kind": "int8", **pplan.to_dict(), "reduce_range": recipe.details.get("reduce_range")}
     details = {**recipe.details, **res.to_dict()}
     details.pop("path", None)
-    return PrecisionGraph(path=out, recipe=recipe, plan=pplan, details=details, report=report, checked=True)
+    return PrecisionGraph(path=out, recipe=recipe, plan=pplan, details=details, report=report)
 
 
 def _accuracy_budget(cfg: ExportConfig, plan: ExportPlan, graph: Path, pplan, ranking, quantize, golden: GoldenSet, work: Path):
@@ -347,12 +343,6 @@ def int8_inspection(cfg: ExportConfig, plan: ExportPlan, golden: GoldenSet, engi
     target = plan.target
     out: dict[str, Any] = {}
     x1 = np.ascontiguousarray(golden.inputs[:1], dtype=np.float32)
-    runner = engine.runner()
-    with runner:
-        runner.infer(x1)  # engines that compile per batch size have nothing to read before their first call
-        census = target.op_census(bundle_dir, engine.engine, runner)
-    if census is not None:
-        out["op_census"] = census
     prof = target.profile(bundle_dir, engine.engine, x1, cfg.threads)
     if prof is not None:
         compute = [r for r in prof["by_layer_type"] if r.get("compute")]
@@ -360,10 +350,16 @@ def int8_inspection(cfg: ExportConfig, plan: ExportPlan, golden: GoldenSet, engi
         prof["int8_compute_time_share"] = sum(r["ms"] for r in compute if r["precision"] in ("int8", "i8", "u8")) / total if total else 0.0
         out["profile"] = prof
     baseline = target.float_runner(float_graph, cfg.threads)
+    runner = engine.runner()
+    with runner:
+        runner.infer(x1)  # engines that compile per batch size have nothing to read before their first call
+        census = target.op_census(bundle_dir, engine.engine, runner)
+        if baseline is not None:
+            bcfg = BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=10, min_time_s=0.2, max_time_s=5.0)
+            res = time_interleaved({"int8": runner, "float": baseline}, x1, [1], bcfg)[1].results
+    if census is not None:
+        out["op_census"] = census
     if baseline is not None:
-        runners = {"int8": engine.runner(), "float": baseline}
-        bcfg = BenchConfig(warmup_iters=3, warmup_s=0.0, min_iters=10, min_time_s=0.2, max_time_s=5.0)
-        res = time_interleaved(runners, x1, [1], bcfg)[1].results
         out["int8_speed"] = {"batch": 1, "engine_p50_ms": res["int8"].p50_ms, "float_engine_p50_ms": res["float"].p50_ms,
                              "speedup_vs_float_engine": res["float"].p50_ms / res["int8"].p50_ms,
                              "float_engine": f"{target.name} on the float32 graph", "iterations": res["int8"].iterations,

@@ -30,7 +30,8 @@ from coatnet_deploy.targets.base import (
 from coatnet_deploy.precision.recipes import Recipe
 
 __all__ = ["PRECISIONS", "Availability", "Cell", "EngineBuild", "EngineJob", "Option", "PrecisionGraph", "Recipe",
-           "Target", "register", "unregister", "get", "names", "all_targets", "cells", "table_rows", "ENTRY_POINT_GROUP"]
+           "Target", "register", "unregister", "get", "names", "default_name", "all_targets", "cells", "table_rows",
+           "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "coatnet_deploy.targets"
 _NOT_TARGETS = {"base"}
@@ -112,14 +113,6 @@ def get(name: str) -> Target:
         raise UserError(f"unknown target '{name}'", f"valid targets are {', '.join(names())}", "pass one of them with --target") from None
 
 
-def check_choice(target: str, precision: str) -> Cell:
-    """Validate a target/precision pair, naming the valid choices."""
-    t = get(target)
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision '{precision}'", f"valid precisions are {', '.join(PRECISIONS)}", "pass one of them with --precision")
-    return t.cell(precision)
-
-
 def cells(targets: Iterable[str] | None = None, precisions: Iterable[str] | None = None) -> list[Cell]:
     """Every target x precision cell (optionally a subset), in listing order."""
     want_t = set(targets) if targets is not None else None
@@ -140,5 +133,5 @@ def table_rows(defer_build: bool = False) -> list[dict]:
     for c in cells():
         a = get(c.target).availability(c.precision, defer_build)
         rows.append({"target": c.target, "precision": c.precision, "available": a.ok, "reason": a.reason,
-                     "deferred": a.deferred, "artifacts": c.artifacts, "how": c.how})
+                     "deferred": a.deferred, "artifacts": c.artifacts, "how": c.how, "summary": get(c.target).summary})
     return rows

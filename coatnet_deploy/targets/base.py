@@ -72,7 +72,6 @@ class PrecisionGraph:
     plan: "PrecisionPlan | None" = None
     details: dict[str, Any] = field(default_factory=dict)  # manifest precision_details
     report: dict[str, Any] = field(default_factory=dict)  # report keys: precision_plan, sensitivity, ...
-    checked: bool = False  # True when the graph differs from the float graph and had its own parity stage
 
 
 @dataclass
@@ -140,8 +139,7 @@ class Target:
     install_hint: str = ""
     #: this target's own config section (``<name>: {key: value}``), key -> Option
     options: dict[str, Option] = {}
-    #: engine files the bundle carries besides model.onnx, for the size column of the matrix
-    #: (None: read them from the manifest's engine.files)
+    #: the engine may be built later, on the device (--defer-build)
     can_defer: bool = False
 
     # -- capability -----------------------------------------------------------------------------

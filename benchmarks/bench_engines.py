@@ -13,7 +13,7 @@ Rows, all timed round-robin in ONE interleaved run per batch size with the same 
 - every coatnet-deploy engine (target x precision) that exports here, made by pipeline.export in a
   temporary directory, each export in its own process (wall time and peak RSS recorded).
 
-Batch 1 is latency mode; batch 8 is throughput mode (OpenVINO THROUGHPUT hint + AsyncInferQueue;
+Batch 1 is latency mode; batch 8 is throughput mode (OpenVINO THROUGHPUT hint, several requests in flight;
 the other runtimes run the requests one after another). Checks printed after the table (all ratios
 from the same interleaved run):
 

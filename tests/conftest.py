@@ -12,6 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bundle_helpers, for 
 import bundle_helpers  # noqa: E402
 
 OLD_BUNDLES = Path(__file__).resolve().parent / "fixtures" / "old_bundles"
+SLOW_TIMEOUT_S = 3600  # full-size models: an INT8 export of coatnet_0 with its checks takes minutes
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

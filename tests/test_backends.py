@@ -230,6 +230,42 @@ def test_openvino_throughput_async_queue_keeps_order(tiny):
     assert s["performance_hint"] == "THROUGHPUT" and s["num_streams"] == "2"
 
 
+def test_openvino_requests_in_flight_run_a_static_model_warmed_one_at_a_time(tiny):
+    from coatnet_deploy.backends.openvino import OpenVINORunner
+
+    model, path = tiny
+    x = np.random.default_rng(3).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    with OpenVINORunner(path, mode="throughput", num_streams=2, threads=2) as r:
+        first = r.infer_async_batch([x] * 5)
+        again = r.infer_async_batch([x] * 5)
+        pool = r._queues[3]
+        static = r._compiled_by_batch[3].inputs[0].get_partial_shape()
+        with pytest.raises(ValueError, match="one shape"):
+            r.infer_async_batch([x, x[:2]])
+    assert len(pool) >= 2 and static.is_static and static[0].get_length() == 3
+    for out in first + again:
+        assert np.abs(out - reference(model, x)).max() <= 1e-4
+
+
+def test_openvino_request_that_never_finishes_fails_instead_of_hanging(tiny):
+    from coatnet_deploy.backends.openvino import OpenVINORunner
+
+    class Stalled:
+        cancelled = False
+
+        def wait_for(self, ms):
+            return False
+
+        def cancel(self):
+            self.cancelled = True
+
+    r = OpenVINORunner(tiny[1], mode="throughput", async_timeout_s=0.5)
+    pool = [Stalled(), Stalled()]
+    with pytest.raises(UserError, match="did not finish within 0.5 s.*latency mode"):
+        r._collect(pool, 1)
+    assert all(p.cancelled for p in pool)
+
+
 def test_openvino_user_errors(tiny):
     from coatnet_deploy.backends.openvino import OpenVINORunner
 

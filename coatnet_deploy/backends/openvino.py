@@ -16,6 +16,8 @@ from coatnet_deploy.errors import TargetUnavailable, UserError
 
 MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 PRECISIONS = ("f32", "f16", "bf16")
+#: longest wait for one request in flight; a batch of the largest CoAtNet takes seconds, not minutes
+ASYNC_TIMEOUT_S = 300.0
 #: runtime nodes that move or hold data rather than compute; left out of precision counts
 _NON_COMPUTE = {"Input", "Parameter", "Output", "Result", "Const", "Constant"}
 
@@ -74,6 +76,7 @@ class OpenVINORunner(Runner):
         device: str = "CPU",
         num_streams: int | str | None = None,
         static_batch: bool = False,
+        async_timeout_s: float = ASYNC_TIMEOUT_S,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -93,12 +96,13 @@ class OpenVINORunner(Runner):
         # Static batch compiles one model per batch size on first use: OpenVINO CPU kernels for
         # static shapes can be faster, and some graphs refuse a dynamic batch.
         self.static_batch = static_batch
+        self.async_timeout_s = async_timeout_s
         self.core = None
         self.model = None
         self.compiled = None  # the dynamic-batch compiled model (None when static_batch)
         self._compiled_by_batch: dict[int, Any] = {}
         self._requests: dict[int, Any] = {}
-        self._queues: dict[int, Any] = {}
+        self._queues: dict[int, list[Any]] = {}  # batch size -> requests for infer_async_batch
         self._output_index = 0
         self.effective_precision: str | None = None
 
@@ -146,8 +150,9 @@ class OpenVINORunner(Runner):
     def _read_effective(self, compiled: Any) -> None:
         self.effective_precision = _as_str(compiled.get_property("INFERENCE_PRECISION_HINT"))
 
-    def _compiled_for(self, batch_size: int) -> Any:
-        if not self.static_batch:
+    def _compiled_for(self, batch_size: int, static: bool | None = None) -> Any:
+        """The compiled model that runs ``batch_size``: the dynamic one, or one compiled for that size."""
+        if not (self.static_batch if static is None else static):
             return self.compiled
         if batch_size not in self._compiled_by_batch:
             import openvino as ov
@@ -174,34 +179,58 @@ class OpenVINORunner(Runner):
         return request.get_output_tensor(self._output_index).data.copy()
 
     def infer_async_batch(self, batches: list[np.ndarray]) -> list[np.ndarray]:
-        """Run the batches through an ``AsyncInferQueue`` (as many requests as the plugin
-        suggests for the hint); results come back in input order."""
+        """Run equal-size batches with as many requests in flight as the plugin suggests for the
+        hint -> their logits, in input order.
+
+        Not ``AsyncInferQueue``: its Python callback takes the GIL on a plugin thread and its waits
+        have no timeout, and with a dynamic batch every request specializes the shape on its first
+        run, all at once. That combination hangs now and then on small machines (Ultralytics saw
+        it on AMD EPYC CI runners and moved to synchronous requests; this project's CI hung in
+        the same call). Here the requests run a model compiled for the batch size, each is run
+        once on its own before the first fan-out, no Python runs on a plugin thread, and every
+        wait has a deadline (``async_timeout_s``) after which the call fails instead of hanging.
+        """
         if not self.is_active:
             raise RuntimeError(f"{self.name}: activate() (or 'with runner:') before infer_async_batch()")
-        import openvino as ov
-
         batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
-        if self.static_batch and len({b.shape[0] for b in batches}) > 1:
-            raise ValueError("static_batch: infer_async_batch needs batches of one size")
         if not batches:
             return []
-        key = self._key(batches[0].shape[0])
-        if key not in self._queues:
-            compiled = self._compiled_for(batches[0].shape[0])
-            jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-            self._queues[key] = ov.AsyncInferQueue(compiled, max(1, jobs))
-        queue = self._queues[key]
+        if len({b.shape for b in batches}) > 1:
+            raise ValueError("infer_async_batch needs batches of one shape")
+        requests = self._request_pool(batches[0])
         results: list[np.ndarray | None] = [None] * len(batches)
-        index = self._output_index
-
-        def done(request: Any, i: int) -> None:
-            results[i] = request.get_output_tensor(index).data.copy()
-
-        queue.set_callback(done)
+        in_flight: dict[int, int] = {}  # request -> batch
         for i, b in enumerate(batches):
-            queue.start_async({0: b}, userdata=i)
-        queue.wait_all()
+            j = i % len(requests)
+            if j in in_flight:
+                results[in_flight.pop(j)] = self._collect(requests, j)
+            requests[j].start_async({0: b})
+            in_flight[j] = i
+        for j, i in in_flight.items():
+            results[i] = self._collect(requests, j)
         return [np.asarray(r, dtype=np.float32) for r in results]
+
+    def _request_pool(self, sample: np.ndarray) -> list[Any]:
+        size = sample.shape[0]
+        if size not in self._queues:
+            compiled = self._compiled_for(size, static=True)
+            jobs = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            pool = [compiled.create_infer_request() for _ in range(jobs)]
+            for request in pool:  # one at a time: no request meets its first run while another does
+                request.infer({0: sample})
+            self._queues[size] = pool
+        return self._queues[size]
+
+    def _collect(self, requests: list[Any], j: int) -> np.ndarray:
+        if not requests[j].wait_for(int(self.async_timeout_s * 1000)):
+            for request in requests:
+                request.cancel()
+            raise UserError(
+                f"OpenVINO's requests in flight did not finish within {self.async_timeout_s:g} s",
+                "the CPU plugin stalled with several requests in flight (a known OpenVINO hang on some machines)",
+                "time this engine in latency mode (bench --mode latency), which runs one request at a time",
+            )
+        return requests[j].get_output_tensor(self._output_index).data.copy()
 
     def _deactivate(self) -> None:
         self._queues.clear()

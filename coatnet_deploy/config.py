@@ -51,6 +51,7 @@ class ExportConfig:
     labels: str | None = None
     image_size: int | None = None
     target: str | None = None  # None: the registry's default target
+    device: str | None = None  # None: devices.DEFAULT (x86-64-v3)
     precision: str = "fp32"
     calibration: str | None = None
     calibration_samples: int = 300
@@ -103,6 +104,12 @@ class ExportConfig:
         merged.update(self.gates.get(self.precision, {}) if _nested_gates(self.gates) else self.gates)
         return merged
 
+    def device_profile(self):
+        """The device profile the export makes its CPU-dependent choices for (``devices.Profile``)."""
+        from coatnet_deploy import devices
+
+        return devices.get(self.device)
+
     def gated_samples(self) -> str:
         """'all' or 'images': which golden samples the gates read."""
         return self.gate_samples or DEFAULT_GATE_SAMPLES[self.precision]
@@ -120,6 +127,13 @@ class ExportConfig:
 
 def _nested_gates(g: dict) -> bool:
     return any(k in ("fp32", "fp16", "int8") for k in g)
+
+
+def _check_device(value: str | None) -> None:
+    if value is not None:
+        from coatnet_deploy import devices
+
+        devices.get(value)
 
 
 def parse_batch(text: str) -> tuple[int, int, int]:
@@ -167,6 +181,9 @@ FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
     "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
     "target": ((str,), "a target from `coatnet-deploy targets`"),
     "precision": ((str,), "fp32 | fp16 | int8"),
+    "device": Field((str, type(None)), "the CPUs the bundle is made for: a profile from `coatnet-deploy targets --device NAME` "
+                                       "(x86-64-v2 / v3 / v4, x86-64-v4-vnni, aarch64-v8.0, ..., host); null = x86-64-v3",
+                    check=lambda value, source, key: _check_device(value)),
     "calibration": ((str, type(None)), "image folder or .npz of preprocessed batches; null = the shipped calibration photos"),
     "calibration_samples": Field((int,), "images drawn (seeded) from the calibration set for INT8", minimum=0),
     "images": ((str, type(None)), "folder of images used as golden inputs; null = the --calibration folder (or the shipped photos)"),

@@ -20,15 +20,17 @@ def load_golden(bundle: Path) -> dict[str, np.ndarray]:
         raise UserError(f"bundle '{bundle}': golden.npz cannot be read", str(e).splitlines()[0], "export the bundle again") from None
 
 
-def check_bundle(bundle: str | Path, images: str | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Verify checksums, run the engine on golden.npz, apply the bundle's gates; returns a result dict."""
+def check_bundle(bundle: str | Path, images: str | None = None, threads: int | None = None, any_cpu: bool = False) -> dict[str, Any]:
+    """Verify checksums, run the engine on golden.npz, apply the bundle's gates; returns a result dict.
+
+    ``any_cpu``: run a bundle whose device profile needs what this CPU lacks (refused otherwise, exit 3)."""
     from coatnet_deploy.runtime.engines import open_runner
 
     root = Path(bundle)
     manifest = verify_bundle(root)
     golden = load_golden(root)
     max_batch = int(manifest["input"]["batch"]["max"])
-    runner, what = open_runner(root, manifest, threads=threads)
+    runner, what = open_runner(root, manifest, threads=threads, any_cpu=any_cpu)
     with runner:
         out = np.concatenate([runner.infer(golden["inputs"][i:i + max_batch]) for i in range(0, len(golden["inputs"]), max_batch)])
         names = [str(n) for n in golden["names"]] if "names" in golden else [f"sample:{i}" for i in range(len(out))]
@@ -39,10 +41,18 @@ def check_bundle(bundle: str | Path, images: str | None = None, threads: int | N
         res = compare(golden["reference_logits"], out, _known_gates(bundle, manifest), gated=gate_mask(names, which), names=names,
                       gate_samples=which)
         result: dict[str, Any] = {"bundle": str(root), "runs": what, "status": "PASSED" if res.passed else "FAILED",
-                                  "parity": res.to_dict(per_sample=False)}
+                                  "parity": res.to_dict(per_sample=False), "cpu": cpu_here(),
+                                  "device": (manifest.get("device") or {}).get("profile")}
         if images:
             result["images"] = _images_vs_onnx(root, manifest, runner, images, threads, max_batch)
     return result
+
+
+def cpu_here() -> dict[str, Any]:
+    """The CPU this check ran on, as the CPU itself answers (right under an emulator too)."""
+    from coatnet_deploy import host
+
+    return {"arch": host.machine(), "int8_isa": host.int8_isa(), "features": sorted(host.features())}
 
 
 def _known_gates(bundle, manifest: dict[str, Any]) -> dict[str, float]:

@@ -22,6 +22,8 @@ from coatnet_deploy.errors import EXIT_GATE_FAILED, EXIT_OK
 @click.option("--image-size", type=int, help="Square input size, multiple of 32 from 64.")
 @click.option("--target", type=str, help=f"{' | '.join(targets.names())} (default {targets.default_name()}).")
 @click.option("--precision", type=str, help="fp32 | fp16 | int8 (default fp32).")
+@click.option("--device", type=str, help="CPU targets: the device profile the bundle is made for (default x86-64-v3: every AVX2 "
+                                         "CPU; `targets --device NAME` shows the profiles and what each chooses).")
 @click.option("--calibration", type=str, help="INT8 calibration: image folder or .npz (default: the shipped photos, see `targets`).")
 @click.option("--calibration-samples", type=int, help="Images drawn from the calibration set (default 300).")
 @click.option("--images", type=str, help="Folder of images used as golden inputs (default: the calibration folder).")

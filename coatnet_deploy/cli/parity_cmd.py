@@ -13,15 +13,16 @@ from coatnet_deploy.errors import EXIT_GATE_FAILED, EXIT_OK
 @click.argument("bundle", type=str)
 @click.option("--images", type=str, help="Also run these images through the engine and through model.onnx (ONNX Runtime) and compare.")
 @click.option("--threads", type=int, help="Runtime threads.")
+@click.option("--any-cpu", is_flag=True, help="Run a bundle whose device profile needs what this CPU lacks (refused otherwise, exit 3).")
 @json_option
-def parity_cmd(bundle, images, threads, as_json):
+def parity_cmd(bundle, images, threads, any_cpu, as_json):
     """Re-run the bundle's engine on its golden inputs against the stored reference logits.
 
     This is the self-test a device runs after copying (or building) the engine. Exit 2 when a gate fails.
     """
     from coatnet_deploy.parity import check_bundle
 
-    res = check_bundle(bundle, images=images, threads=threads)
+    res = check_bundle(bundle, images=images, threads=threads, any_cpu=any_cpu)
     if as_json:
         emit_json(res)
     else:

@@ -14,15 +14,16 @@ from coatnet_deploy.errors import EXIT_OK
 @click.argument("images", nargs=-1, required=True, type=str)
 @click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True, help="Classes listed per image.")
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the runtime's choice).")
+@click.option("--any-cpu", is_flag=True, help="Run a bundle whose device profile needs what this CPU lacks (refused otherwise, exit 3).")
 @json_option
-def predict_cmd(bundle, images, topk, threads, as_json):
+def predict_cmd(bundle, images, topk, threads, any_cpu, as_json):
     """Verify BUNDLE, preprocess each IMAGE as its manifest says, print the top-k classes.
 
     Every image is read before any inference, so a bad file fails the command (exit 1) naming it.
     """
     from coatnet_deploy.runtime import Classifier
 
-    with Classifier.load(bundle, threads=threads) as clf:
+    with Classifier.load(bundle, threads=threads, any_cpu=any_cpu) as clf:
         # All images first: one unreadable file must not leave half the answers printed.
         arrays = [clf.preprocess(path, name=path) for path in images]
         import numpy as np

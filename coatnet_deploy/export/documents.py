@@ -75,7 +75,7 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
     report.update(precision.report)
     report.update(engine.report)
     report.update({k: v for k, v in inspection.items() if k != "warnings"})
-    report["warnings"] = list(inspection.get("warnings", []))
+    report["warnings"] = list(inspection.get("warnings", [])) + device_warnings(plan.device, cfg)
     if latency is not None:
         report["latency"] = latency.engine
         if latency.engine is None:
@@ -110,6 +110,7 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
         "preprocess": plan.preprocess.to_dict(),
         "target": cfg.target,
         "precision": cfg.precision,
+        **({"device": plan.device.to_manifest(cfg.target, cfg.precision)} if plan.device is not None else {}),
         "status": status,
         "golden": golden_block,
         "gates": dict(plan.gates),
@@ -123,6 +124,23 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
     write_json(writer.path("report.json"), report)
     render_reports(writer.dir, report, manifest)
     return report, writer.write_manifest(manifest)
+
+
+def device_warnings(profile, cfg: ExportConfig) -> list[str]:
+    """What the report must say about the device profile: a build host outside it, INT8 on ARM."""
+    if profile is None:
+        return []
+    from coatnet_deploy import host
+
+    out = []
+    missing = profile.covers(host.features(), host.machine())
+    if missing:
+        out.append(f"this host ({host.cpu_name()}) is outside the device profile {profile.name} (lacks {', '.join(missing)}): the "
+                   f"parity and latency here are this host's; run `coatnet-deploy parity` on the device (docs/DEVICES.md)")
+    if cfg.precision == "int8" and profile.arch == "aarch64" and cfg.target == "openvino":
+        out.append("INT8 on aarch64: OpenVINO's ARM CPU plugin runs int8 only in FullyConnected layers, and this profile keeps the "
+                   "head float, so on the device this IR runs in f16/f32, with no int8 speed-up (docs/DEVICES.md, the census)")
+    return out
 
 
 def render_reports(root, report: dict[str, Any], manifest: dict[str, Any]) -> None:

@@ -82,7 +82,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
         engine_check = None
         if engine.runner is not None:
             engine_check = clock.run("parity", steps.check_stage, "engine", target.name, engine.runner(), golden, plan, say,
-                                     on_open=lambda r: settings.update(r.settings()))
+                                     on_done=lambda r: settings.update(r.settings()))
         inspection: dict[str, Any] = {}
         if cfg.precision == "int8" and engine.runner is not None:
             inspection = clock.run("int8 inspection", steps.int8_inspection, cfg, plan, golden, engine, graph.path, writer.dir, say)

@@ -31,6 +31,7 @@ class ExportPlan:
     output: str
     calibration: Any = None  # calibration.CalibrationSet for int8
     labels: list[str] | None = None
+    device: Any = None  # devices.Profile for CPU targets, None for the others
 
 
 @dataclass(frozen=True)

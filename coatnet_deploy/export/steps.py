@@ -37,6 +37,11 @@ def preflight(cfg: ExportConfig) -> ExportPlan:
     source = resolve_model_source(cfg)  # the flags, and what a timm folder or checkpoint says
     image_size = source.image_size
     options = target.option_values(cfg.target_options.get(target.name))
+    device = cfg.device_profile() if target.cpu else None
+    if cfg.device is not None and not target.cpu:
+        cpu_targets = [t.name for t in targets.all_targets() if t.cpu]
+        raise UserError(f"--device applies to the CPU targets ({', '.join(cpu_targets)}) only",
+                        f"'{target.name}' does not run on the device's CPU", "drop --device")
     target.preflight(cfg, options, batch, image_size)
     for key in ("images", "eval_images"):  # weights, labels: checked by the source
         value = getattr(cfg, key)
@@ -52,7 +57,7 @@ def preflight(cfg: ExportConfig) -> ExportPlan:
         calibration.select(cfg.calibration_samples or None, cfg.seed)
     return ExportPlan(source=source, image_size=image_size, batch=batch, preprocess=pre, target=target, options=options,
                       gates=cfg.gate_thresholds(), gate_samples=cfg.gated_samples(), output=cfg.output or cfg.default_output(source.name), calibration=calibration,
-                      labels=source.labels)
+                      labels=source.labels, device=device)
 
 
 def calibration_record(calib, cfg: ExportConfig, say: Say) -> dict[str, Any]:
@@ -99,14 +104,19 @@ def golden_set(cfg: ExportConfig, plan: ExportPlan, ref: Reference) -> tuple[Gol
 # -- checking an artifact -------------------------------------------------------------------------
 
 def check_stage(stage: str, artifact: str, runner, golden: GoldenSet, plan: ExportPlan, say: Say,
-                on_open: Callable[[Any], None] | None = None) -> StageCheck:
-    """Run a runner on the golden inputs and compare with the reference's logits under the plan's gates."""
+                on_open: Callable[[Any], None] | None = None, on_done: Callable[[Any], None] | None = None) -> StageCheck:
+    """Run a runner on the golden inputs and compare with the reference's logits under the plan's gates.
+
+    ``on_open`` sees the runner before the run, ``on_done`` after it (still active: what it compiled
+    for the batch sizes it ran, e.g. OpenVINO's effective precision, is known only then)."""
     from coatnet_deploy.stages import run_batched
 
     with runner:
         if on_open is not None:
             on_open(runner)
         out = run_batched(runner, golden.inputs, plan.batch[2])
+        if on_done is not None:
+            on_done(runner)
         version = runner.settings().get("version")
     res = compare(golden.reference_logits, out, plan.gates, gated=golden.gated(plan.gate_samples), names=golden.names,
                   gate_samples=plan.gate_samples)

@@ -64,7 +64,7 @@ def _ort_basic_graph(src, dst):
     return save_optimized_model(src, dst, optimization="basic")
 
 
-def ort_cpu_qdq_recipe(reduce_range: bool, **plan_options: Any) -> Recipe:
+def ort_cpu_qdq_recipe(reduce_range: bool, device: str | None = None, **plan_options: Any) -> Recipe:
     """ONNX Runtime's QDQ placement for its CPU provider (``precision.qdq`` fmt "onnxruntime-cpu"):
     U8 asymmetric activations, S8 per-channel weights, outputs and biases quantized, so ORT fuses
     QLinearConv; the float graph first gets ORT's basic passes. Not a TensorRT file: the manifest says
@@ -74,6 +74,7 @@ def ort_cpu_qdq_recipe(reduce_range: bool, **plan_options: Any) -> Recipe:
 
     return Recipe("int8", details={"kind": "int8 Q/DQ", "format": "onnxruntime-cpu", "activations": "uint8 asymmetric",
                                    "weights": "int8 symmetric per-channel", "reduce_range": reduce_range, "host_int8_isa": int8_isa(),
+                                   **({"device": device} if device else {}),
                                    "rules": "ONNX Runtime CPU QDQ: Conv/MatMul/Gemm inputs and outputs, int32 biases",
                                    "float_graph_passes": "onnxruntime basic (Conv+BatchNorm folding, constant folding)"},
                   plan_options=dict(plan_options), quantize=partial(qdq_from_onnx, reduce_range=reduce_range, fmt="onnxruntime-cpu"),

@@ -57,12 +57,14 @@ class Classifier:
         self._lock = None if runner.thread_safe else threading.Lock()
 
     @classmethod
-    def load(cls, bundle_dir: str | os.PathLike, threads: int | None = None, max_batch: int | None = None) -> "Classifier":
+    def load(cls, bundle_dir: str | os.PathLike, threads: int | None = None, max_batch: int | None = None,
+             any_cpu: bool = False) -> "Classifier":
         """Bundle directory -> ready Classifier.
 
         Verifies the manifest and every artifact's size and SHA-256 first (UserError naming the file
         otherwise). ``threads``: runtime threads (None = the runtime's default). ``max_batch``: images
-        per inference call, at most the bundle's batch maximum (default: that maximum).
+        per inference call, at most the bundle's batch maximum (default: that maximum). ``any_cpu``: run
+        a bundle whose device profile needs what this CPU lacks (TargetUnavailable otherwise).
         """
         from coatnet_deploy.runtime.engines import open_runner
 
@@ -76,7 +78,7 @@ class Classifier:
         elif isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 1 <= max_batch <= bundle_max:
             raise UserError(f"max_batch is {max_batch!r}", f"this bundle's engine takes batches of 1 to {bundle_max}",
                             f"pass a max_batch from 1 to {bundle_max}")
-        runner, runs = open_runner(root, manifest, threads=threads)
+        runner, runs = open_runner(root, manifest, threads=threads, any_cpu=any_cpu)
         runner.activate()
         try:
             return cls(root, manifest, runner, runs, max_batch)

@@ -141,6 +141,9 @@ class Target:
     options: dict[str, Option] = {}
     #: the engine may be built later, on the device (--defer-build)
     can_defer: bool = False
+    #: the engine runs on the device's CPU: --device picks its profile (coatnet_deploy.devices), the
+    #: manifest records it, and the runtime checks it before opening the engine
+    cpu: bool = False
 
     # -- capability -----------------------------------------------------------------------------
     def cell(self, precision: str) -> Cell:

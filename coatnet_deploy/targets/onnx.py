@@ -18,6 +18,7 @@ class OnnxTarget(Target):
     name = "onnx"
     order = 10
     summary = "portable ONNX (checked on ONNX Runtime)"
+    cpu = True
     module = "onnxruntime"
     install_hint = "pip install onnxruntime"
     cells = {

@@ -39,12 +39,13 @@ class OpenVINOTarget(Target):
     name = "openvino"
     order = 30
     summary = "OpenVINO IR on the CPU plugin"
+    cpu = True
     module = "openvino"
     install_hint = "pip install openvino"
     cells = {
         "fp32": ("model.xml + model.bin", "IR, inference precision pinned to f32"),
         "fp16": ("model.xml + model.bin", "IR with fp16 weights; f16 compute where the CPU has it"),
-        "int8": ("model.xml + model.bin", "NNCF PTQ or the Q/DQ ONNX: the faster of those that pass the gates"),
+        "int8": ("model.xml + model.bin", "NNCF PTQ or the Q/DQ ONNX: of those that pass the gates, the faster (or closer)"),
     }
 
     def availability(self, precision: str, defer_build: bool = False):
@@ -58,7 +59,6 @@ class OpenVINOTarget(Target):
         return Availability(a.ok, "openvino installed (CPU plugin)" if a.ok else a.reason)
 
     def recipe(self, precision: str, cfg):
-        from coatnet_deploy.host import cpu_has_vnni
         from coatnet_deploy.precision import recipes
 
         if precision == "fp16":
@@ -68,7 +68,12 @@ class OpenVINOTarget(Target):
         if precision == "int8":
             # The attention MatMuls (activation x activation) stay float for OpenVINO: its CPU plugin
             # lost most of their signal in per-tensor int8 where ONNX Runtime ran the same file right.
-            return recipes.tensorrt_qdq_recipe(reduce_range=not cpu_has_vnni(onednn=True), keep_attention_matmuls_float=True)
+            # Reduced-range weights where the device may lack VNNI (the profile says); on ARM the head stays
+            # float (the one layer OpenVINO's ARM plugin runs in int8, wrong under SME).
+            profile = cfg.device_profile()
+            choices = profile.choices(self.name, "int8")
+            return recipes.tensorrt_qdq_recipe(reduce_range=choices["int8_reduce_range"], keep_attention_matmuls_float=True,
+                                               keep_head_float=choices["openvino_int8_head"] == "float")
         return recipes.default_recipe(precision)
 
     # -- build --------------------------------------------------------------------------------
@@ -81,8 +86,10 @@ class OpenVINOTarget(Target):
         xml = job.bundle_dir / "model.xml"
         threads = job.cfg.threads
         report: dict[str, Any] = {}
+        # The device profile's hint: f32 pins fp32 and the float remainder of INT8 (not bf16/f16); fp16 asks
+        # for f16, which each device's plugin runs as it can (f16, bf16 or f32: engine.settings records it).
+        hint = job.cfg.device_profile().choices(self.name, job.cfg.precision)["openvino_inference_precision"]
         if job.cfg.precision == "int8":
-            hint = "f32"  # INT8 layers run in int8; the hint pins what stays float to f32, not bf16/f16
             method, candidates, revision, nncf_version = self._int8(job)
             if revision is not None:
                 return EngineBuild(engine={}, runner=None, revised_plan=revision.pop("plan"), revision=revision, versions=versions)
@@ -96,7 +103,6 @@ class OpenVINOTarget(Target):
         else:
             fp16 = job.cfg.precision == "fp16"
             ir_from_onnx(str(job.float_graph), str(job.bundle_dir), compress_to_fp16=fp16)
-            hint = "f16" if fp16 else "f32"
             engine = {"runtime": "openvino", "files": FILES, "inference_precision_hint": hint, **({"weights": "fp16"} if fp16 else {})}
         engine.update({"static_batch": True, "static_batch_note": STATIC_BATCH_NOTE})
         static = True
@@ -112,8 +118,9 @@ class OpenVINOTarget(Target):
         from coatnet_deploy.precision.nncf_ov import openvino_int8_culprits
         from coatnet_deploy.precision.plan import R_RUNTIME
 
-        candidates, nncf_version = self._candidates(job)
-        best = choose_candidate(candidates)
+        by_speed = job.cfg.device_profile().speed_counts_here()
+        candidates, nncf_version = self._candidates(job, timed=by_speed)
+        best = choose_candidate(candidates, by_speed=by_speed)
         if not candidates[best]["passed"] and job.revision is None:
             job.say("[openvino int8] no candidate passes: looking for layers OpenVINO runs differently from ONNX Runtime")
             # The judge runs the gated samples (the photos for INT8), where a fault shows as it would for a user.
@@ -131,7 +138,7 @@ class OpenVINOTarget(Target):
             c.pop("xml")
         return best, candidates, None, nncf_version
 
-    def _candidates(self, job: EngineJob) -> tuple[dict[str, Any], str | None]:
+    def _candidates(self, job: EngineJob, timed: bool = True) -> tuple[dict[str, Any], str | None]:
         import numpy as np
 
         from coatnet_deploy.backends.openvino import OpenVINORunner
@@ -163,7 +170,7 @@ class OpenVINOTarget(Target):
                              "passed": res.passed, "failed_gates": sorted(res.failures), "gate_samples": res.gate_samples,
                              "int8_ops": int8_ops(str(xml))}
             job.say(f"[openvino int8:{m}] {res.summary()}")
-        if len(candidates) > 1:
+        if len(candidates) > 1 and timed:
             # Speed decides between candidates that pass: batch 1, interleaved, short (a choice, not a benchmark).
             x = np.ascontiguousarray(job.golden[:1], dtype=np.float32)
             runners = {m: OpenVINORunner(c["xml"], threads=cfg.threads, inference_precision="f32", static_batch=True)
@@ -200,7 +207,8 @@ class OpenVINOTarget(Target):
             [("cosine_mean", "cosine_mean"), ("cosine_min", "cosine_min"), ("top1_agreement", "top-1"), ("sqnr_db", "SQNR dB"),
              ("p50_ms_b1", "p50 ms b1"), ("passed", "gates")],
             chosen=(manifest.get("engine") or {}).get("int8_method"),
-            note="OpenVINO INT8 was built two ways; of those that pass the gates, the faster at batch 1 is kept.")]
+            note="OpenVINO INT8 was built two ways; of those that pass the gates, the faster at batch 1 is kept where this host's "
+                 "timing speaks for the device profile, else the closer to the reference (manifest.device.choices).")]
 
     # -- device side --------------------------------------------------------------------------
     def open_runner(self, bundle: Path, manifest: dict[str, Any], threads: int | None = None, mode: str = "latency"):
@@ -213,11 +221,14 @@ class OpenVINOTarget(Target):
                 f"openvino on model.xml ({hint}{', compiled per batch size' if static else ''})")
 
 
-def choose_candidate(candidates: dict[str, Any]) -> str:
-    """The INT8 candidate to keep: gates first; among those that pass, the faster at batch 1; when none
-    passes, the closer (top-1 agreement, then mean cosine). Ties go to the Q/DQ IR, the file the
+def choose_candidate(candidates: dict[str, Any], by_speed: bool = True) -> str:
+    """The INT8 candidate to keep: gates first; among those that pass, the faster at batch 1 when this
+    host's timing speaks for the device (``by_speed``, the device profile says), else the closer; when
+    none passes, the closer (top-1 agreement, then mean cosine). Ties go to the Q/DQ IR, the file the
     other targets share."""
     passing = [k for k, c in candidates.items() if c["passed"]]
-    if passing:
+    if passing and by_speed:
         return min(passing, key=lambda k: (candidates[k].get("p50_ms_b1", 0.0), k != "qdq"))
+    if passing:
+        return max(passing, key=lambda k: (candidates[k]["top1_agreement"], candidates[k]["cosine_mean"], k == "qdq"))
     return max(candidates, key=lambda k: (candidates[k]["top1_agreement"], candidates[k]["cosine_mean"], k == "qdq"))

@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow bench clean cpp-app cpp-app-asan cpp-app-dist
+.PHONY: install test test-slow bench clean cpp-app cpp-app-asan cpp-app-dist device-check
 
 # One command sets everything up: a virtual environment with the CPU build of torch
 # (pinned in pyproject.toml) and the package in editable mode with its test extras.
@@ -10,6 +10,10 @@ install:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@# The emulated ARM device (tests/test_devices.py, tools/devices/check.py), where its system packages are installed.
+	@if command -v qemu-aarch64-static >/dev/null && dpkg --print-foreign-architectures 2>/dev/null | grep -qx arm64; then \
+		PY=$(BIN)/python bash tools/devices/aarch64-sysroot.sh >/dev/null; \
+	else echo "make install: no qemu-user-static or arm64 dpkg architecture: the emulated ARM device tests will be skipped (README: Set up)"; fi
 
 test:
 	$(BIN)/python -m pytest -q
@@ -39,6 +43,10 @@ cpp-app-asan:
 cpp-app-dist: cpp-app
 	rm -rf build/cpp-dist
 	cmake --install build/cpp --prefix build/cpp-dist
+
+# Every CPU bundle on emulated CPUs (QEMU user-mode): docs/DEVICES.md.
+device-check:
+	$(BIN)/python tools/devices/check.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache build

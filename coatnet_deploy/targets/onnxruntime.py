@@ -137,6 +137,8 @@ def _holds_nchwc(path: Path) -> bool:
 
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return m.find(_NCHWC_DOMAIN) >= 0
+            # ORT lists the domain among the opset imports of every graph it saves; a node of it names it again
+            first = m.find(_NCHWC_DOMAIN)
+            return first >= 0 and m.find(_NCHWC_DOMAIN, first + 1) >= 0
     except (OSError, ValueError):
         return False  # missing or empty: verify_bundle and ORT say so in their own words

@@ -235,3 +235,19 @@ def test_aarch64_profile_openvino_int8_passes_under_sme(tmp_path):
     assert manifest(b)["device"]["choices"]["openvino_int8_head"] == "float"
     r = emulated("max", "parity", b, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["status"] == "PASSED", r.stderr[-800:]
+
+
+def test_openvino_int8_candidate_by_accuracy_where_host_speed_says_nothing(monkeypatch):
+    from coatnet_deploy import devices, host
+    from coatnet_deploy.targets.openvino import choose_candidate
+
+    c = {"nncf": {"passed": True, "p50_ms_b1": 1.0, "top1_agreement": 1.0, "cosine_mean": 0.990},
+         "qdq": {"passed": True, "p50_ms_b1": 2.0, "top1_agreement": 1.0, "cosine_mean": 0.995}}
+    assert choose_candidate(c, by_speed=True) == "nncf" and choose_candidate(c, by_speed=False) == "qdq"
+    # an ARM profile built on x86: this host's timing is not the device's
+    assert not devices.get("aarch64-v8.0").speed_counts_here() and devices.get("host").speed_counts_here()
+    monkeypatch.setattr(host, "features", lambda: frozenset(devices.PROFILES["x86-64-v3"].features))
+    monkeypatch.setattr(host, "machine", lambda: "x86_64")
+    monkeypatch.setattr(host, "cpu_has_vnni", lambda flags=None, onednn=False: True)
+    # a VNNI host building the default (non-VNNI) profile: other int8 kernels, so accuracy decides
+    assert not devices.get("x86-64-v3").speed_counts_here()

@@ -186,15 +186,19 @@ def test_int8_with_corrupted_scales_fails_the_gates(capsys, digits, tmp_path, mo
     assert rc == 2 and json.loads(out)["status"] == "FAILED"
 
 
-def test_ort_int8_runs_every_planned_convolution_as_qlinearconv(exported):
-    """ORT's optimized graph (the bundle's model.ort.onnx) fuses each Conv the plan quantizes into one
-    QLinearConv: none of them falls back to a float Conv behind Q/DQ pairs."""
+def test_ort_int8_runs_every_planned_convolution_as_qlinearconv(exported, tmp_path):
+    """The graph ORT runs (the bundle's model.ort.onnx as the device optimizes it at load) fuses each Conv
+    the plan quantizes into one QLinearConv: none of them falls back to a float Conv behind Q/DQ pairs."""
     import onnx
+
+    from coatnet_deploy.backends.onnxrt import save_optimized_model
 
     res = exported("onnxruntime", "int8")
     plan = res.report["precision_plan"]
     planned = [n for n in plan["quantized_nodes"] if plan["op_types"][n] == "Conv"]
-    ops = [n.op_type for n in onnx.load(str(res.bundle / "model.ort.onnx")).graph.node]
+    engine = res.manifest["engine"]
+    loaded = save_optimized_model(res.bundle / "model.ort.onnx", tmp_path / "loaded.onnx", optimization=engine["load_optimization"])
+    ops = [n.op_type for n in onnx.load(str(loaded)).graph.node]
     assert planned and ops.count("QLinearConv") == len(planned)
     census = {(r["op"], r["precision"]): r["count"] for r in res.report["op_census"]["by_op"]}
     assert census[("QLinearConv", "int8")] == len(planned)

@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow bench clean cpp-app cpp-app-asan cpp-app-dist device-check
+.PHONY: install test test-slow bench clean cpp-app cpp-app-asan cpp-app-dist cpp-app-aarch64 cpp-app-aarch64-dist device-check
 
 # One command sets everything up: a virtual environment with the CPU build of torch
 # (pinned in pyproject.toml) and the package in editable mode with its test extras.
@@ -43,6 +43,24 @@ cpp-app-asan:
 cpp-app-dist: cpp-app
 	rm -rf build/cpp-dist
 	cmake --install build/cpp --prefix build/cpp-dist
+
+# The same app cross-compiled for 64-bit ARM Linux (Raspberry Pi 4/5, Jetson Orin; examples/cpp/README.md
+# "Cross-building for aarch64"): Debian's aarch64-linux-gnu-g++ against the arm64 sysroot and the aarch64
+# openvino wheel that tools/devices/aarch64-sysroot.sh lays out in build/aarch64 (idempotent: a stamp per
+# part; the venv's python only downloads the wheels, at the venv's versions). Run it on this machine with
+# tools/devices/cpp_aarch64.py (QEMU user-mode); copy build/cpp-aarch64-dist to the device.
+AARCH64_ROOT ?= build/aarch64
+AARCH64_PY = $(if $(wildcard $(BIN)/python),$(abspath $(BIN)/python),python3)
+
+cpp-app-aarch64:
+	PY=$(AARCH64_PY) tools/devices/aarch64-sysroot.sh $(AARCH64_ROOT) >/dev/null
+	@test -f build/cpp-aarch64/CMakeCache.txt || cmake -S examples/cpp -B build/cpp-aarch64 -DCMAKE_BUILD_TYPE=Release \
+		-DCMAKE_TOOLCHAIN_FILE=$(abspath examples/cpp/cmake/aarch64-linux-gnu.cmake) -DCOATNET_AARCH64_ROOT=$(abspath $(AARCH64_ROOT))
+	cmake --build build/cpp-aarch64 --parallel $(CPP_JOBS)
+
+cpp-app-aarch64-dist: cpp-app-aarch64
+	rm -rf build/cpp-aarch64-dist
+	cmake --install build/cpp-aarch64 --prefix build/cpp-aarch64-dist
 
 # Every CPU bundle on emulated CPUs (QEMU user-mode): docs/DEVICES.md.
 device-check:

@@ -25,7 +25,7 @@ _CPUINFO_ONLY = {"avx_vnni": "AVX_VNNI", "amx_int8": "AMX_INT8", "amx_bf16": "AM
                  "avx_vnni_int8": "AVX_VNNI_INT8"}
 #: names ``features`` gives -> the /proc/cpuinfo flags of the same instructions (cpu_has_vnni, int8_isa)
 _AS_FLAGS = {"AVX512VNNI": "avx512_vnni", "AVX512F": "avx512f", "AVX512BF16": "avx512_bf16", "AVX512FP16": "avx512_fp16",
-             "AVX2": "avx2", **{v: k for k, v in _CPUINFO_ONLY.items()}}
+             "AVX2": "avx2", "SSE41": "sse4_1", **{v: k for k, v in _CPUINFO_ONLY.items()}}
 
 
 def machine() -> str:
@@ -96,7 +96,7 @@ def int8_isa(flags: set[str] | None = None) -> str:
     if flags is None and machine() == "aarch64":
         f = features()
         return "neon i8mm" if "I8MM" in f else "neon dotprod" if "ASIMDDP" in f else "neon (no dotprod)"
-    flags = _flags_here() | ({"sse4_1"} if "SSE41" in features() else set()) if flags is None else flags
+    flags = _flags_here() if flags is None else flags
     if "amx_int8" in flags:
         return "amx-int8"
     if "avx512_vnni" in flags:

@@ -52,12 +52,18 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return data;
 }
 
+// w * h overflows long long for the 32-bit sides a PNG header can declare (fuzz_image found it):
+// each side is bounded first.
+bool too_many_pixels(long long w, long long h) {
+  return w > kMaxImagePixels || h > kMaxImagePixels || w * h > kMaxImagePixels;
+}
+
 // UserError when the image breaks a size limit (messages as preprocess._check_size).
 void check_size(const std::string& path, long long w, long long h) {
   std::string dims = std::to_string(w) + "x" + std::to_string(h);
   if (w <= 0 || h <= 0) throw UserError(cannot(path), "it has no pixels (" + dims + ")");
-  if (w * h > kMaxImagePixels)
-    throw UserError(cannot(path), "image too large (" + dims + " = " + std::to_string(w * h) + " pixels)",
+  if (too_many_pixels(w, h))
+    throw UserError(cannot(path), "image too large (" + dims + " = " + std::to_string(static_cast<unsigned long long>(w) * static_cast<unsigned long long>(h)) + " pixels)",
                     "images over " + std::to_string(kMaxImagePixels) + " pixels are refused; downscale it first");
   if (std::max(w, h) > kMaxAspectRatio * std::min(w, h))
     throw UserError(cannot(path), "its aspect ratio is extreme (" + dims + ")",
@@ -150,7 +156,7 @@ void decode_jpeg(JpegJob* job) {
   job->components = cinfo.num_components;
   job->color_space = cinfo.jpeg_color_space;
   long long w = cinfo.image_width, h = cinfo.image_height;
-  if (w <= 0 || h <= 0 || w * h > kMaxImagePixels || std::max(w, h) > kMaxAspectRatio * std::min(w, h)) {
+  if (w <= 0 || h <= 0 || too_many_pixels(w, h) || std::max(w, h) > kMaxAspectRatio * std::min(w, h)) {
     job->status = Status::too_large;
     jpeg_destroy_decompress(&cinfo);
     return;
@@ -312,7 +318,7 @@ void decode_png(PngJob* job) {
   job->width = static_cast<int>(w);
   job->height = static_cast<int>(h);
   long long lw = w, lh = h;
-  if (lw <= 0 || lh <= 0 || lw * lh > kMaxImagePixels || std::max(lw, lh) > kMaxAspectRatio * std::min(lw, lh)) {
+  if (lw <= 0 || lh <= 0 || too_many_pixels(lw, lh) || std::max(lw, lh) > kMaxAspectRatio * std::min(lw, lh)) {
     job->status = Status::too_large;
     png_destroy_read_struct(&png, &info, &end);
     return;
@@ -680,8 +686,10 @@ Image oriented(const Image& in, int orientation) {
   return out;
 }
 
-Image load_image_rgb(const std::string& path) {
-  std::vector<uint8_t> data = read_file(path);
+Image load_image_rgb(const std::string& path) { return decode_image_rgb(read_file(path), path); }
+
+Image decode_image_rgb(const std::vector<uint8_t>& data, const std::string& path) {
+  if (data.empty()) throw UserError(cannot(path), "the file is empty (0 bytes)");
   Decoded d;
   if (starts_with(data, "\xFF\xD8\xFF", 3)) {
     d = load_jpeg(path, data);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "error.hpp"
 
@@ -72,27 +73,41 @@ void write_npy(const std::string& path, const std::vector<int64_t>& shape, const
 }  // namespace
 
 NpyArray read_npy_f32(const std::string& path, const std::string& shown) {
-  auto bad = [&](const std::string& why) { return UserError(shown + " is not a readable float32 .npy file", why, "export the bundle again"); };
   std::ifstream f(path, std::ios::binary);
   if (!f) throw UserError("cannot read " + shown, std::strerror(errno));
-  char magic[8];
-  if (!f.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw bad("no .npy magic");
-  const int major = static_cast<unsigned char>(magic[6]);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (f.bad()) throw UserError("cannot read " + shown, "read error");
+  return parse_npy_f32(bytes.data(), bytes.size(), shown);
+}
+
+NpyArray parse_npy_f32(const uint8_t* data, size_t size, const std::string& shown) {
+  auto bad = [&](const std::string& why) { return UserError(shown + " is not a readable float32 .npy file", why, "export the bundle again"); };
+  size_t pos = 0;
+  auto take = [&](size_t n) -> const uint8_t* {
+    if (size - pos < n) return nullptr;
+    const uint8_t* at = data + pos;
+    pos += n;
+    return at;
+  };
+  const uint8_t* magic = take(8);
+  if (!magic || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw bad("no .npy magic");
+  const int major = magic[6];
   uint32_t hlen = 0;
   if (major == 1) {
-    unsigned char b[2];
-    if (!f.read(reinterpret_cast<char*>(b), 2)) throw bad("truncated header");
+    const uint8_t* b = take(2);
+    if (!b) throw bad("truncated header");
     hlen = b[0] | (b[1] << 8);
   } else if (major == 2 || major == 3) {
-    unsigned char b[4];
-    if (!f.read(reinterpret_cast<char*>(b), 4)) throw bad("truncated header");
+    const uint8_t* b = take(4);
+    if (!b) throw bad("truncated header");
     hlen = b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<uint32_t>(b[3]) << 24);
   } else {
     throw bad("unknown format version " + std::to_string(major));
   }
   if (hlen > (1u << 20)) throw bad("header too long");
-  std::string h(hlen, '\0');
-  if (!f.read(h.data(), hlen)) throw bad("truncated header");
+  const uint8_t* hb = take(hlen);
+  if (!hb) throw bad("truncated header");
+  const std::string h(reinterpret_cast<const char*>(hb), hlen);
   std::string descr = header_value(h, "descr"), order = header_value(h, "fortran_order"), shape = header_value(h, "shape");
   if (descr != "'<f4'") throw bad("dtype is " + (descr.empty() ? std::string("missing") : descr) + ", expected '<f4' (float32)");
   if (order != "False") throw bad("it is not in C order");
@@ -114,14 +129,11 @@ NpyArray read_npy_f32(const std::string& path, const std::string& shown) {
     i = j;
   }
   // the data must be exactly what the header promises
-  std::streampos here = f.tellg();
-  f.seekg(0, std::ios::end);
-  std::streamoff left = f.tellg() - here;
-  if (left != static_cast<std::streamoff>(count * 4))
+  const size_t left = size - pos;
+  if (left != count * 4)
     throw bad("it holds " + std::to_string(left) + " data bytes, its header says " + std::to_string(count * 4));
-  f.seekg(here);
   a.data.resize(count);
-  if (count && !f.read(reinterpret_cast<char*>(a.data.data()), static_cast<std::streamsize>(count * 4))) throw bad("truncated data");
+  if (count) std::memcpy(a.data.data(), data + pos, count * 4);
   return a;
 }
 

@@ -56,7 +56,16 @@ PreprocessConfig PreprocessConfig::from_json(const nlohmann::json& d, const std:
     // Older manifests state only resize and crop; crop_pct is then what they imply.
     c.crop_pct = has_resize ? std::min(1.0, static_cast<double>(c.crop) / d.at("resize").get<int>()) : 0.95;
   }
-  c.resize = has_resize ? d.at("resize").get<int>() : static_cast<int>(std::floor(c.crop / c.crop_pct));
+  if (has_resize) {
+    c.resize = d.at("resize").get<int>();
+  } else {
+    // resize = floor(crop / crop_pct) must stay a pixel count (fuzz_manifest: crop_pct 1e-300 overflowed int).
+    const double implied = std::floor(c.crop / c.crop_pct);
+    if (!(implied < (1 << 20)))
+      throw UserError(where + "preprocess.crop_pct is " + d.at("crop_pct").dump(),
+                      "crop / crop_pct gives a resize of " + std::to_string(implied) + " pixels", "set preprocess.resize, or a crop_pct near crop / resize");
+    c.resize = static_cast<int>(implied);
+  }
   if (d.contains("interpolation")) {
     const nlohmann::json& v = d.at("interpolation");
     c.interpolation = v.is_string() ? v.get<std::string>() : v.dump();

@@ -1,0 +1,183 @@
+"""Runs the C++ app's libFuzzer targets (examples/cpp/fuzz): `make fuzz` and the long campaign.
+
+    python tools/fuzz/run.py --seconds 60                 # make fuzz: each target ~60 s, one after another
+    python tools/fuzz/run.py --cpu-minutes 30 --parallel 4 --json build/fuzz/campaign.json   # the campaign
+    python tools/fuzz/run.py --replay                     # one pass over the seeds and regressions (tests)
+
+First every regression input (examples/cpp/fuzz/regressions/<target>/, inputs that once crashed) is run
+once: a regression fails at once. Then each target fuzzes a working copy of its committed seed corpus
+(build/fuzz/corpus/<target>, kept between runs so a later run starts where the last one stopped) in
+libFuzzer's fork mode, which keeps going after a crash and saves each one under
+build/fuzz/artifacts/<target>/. A target stops after --seconds of wall time, or once its process tree
+has used --cpu-minutes of CPU (utime + stime of libFuzzer and its children: the figure the campaign
+promises, whatever else the machine runs). Exit 1 if anything crashed, timed out or ran out of memory;
+the table says which inputs to turn into regressions (docs/RELIABILITY.md, "Fuzzing").
+
+Standard library only: it runs before anything is installed but clang.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FUZZ = REPO / "examples" / "cpp" / "fuzz"
+TARGETS = ("image", "npy", "manifest", "resample")
+# Per-input limits: a 4 Mpixel image (the fuzz build's limit) decodes and resizes in well under a second.
+TIMEOUT_S = 10
+RSS_LIMIT_MB = 2048
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children, reaped (cutime, cstime) or alive."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK  # utime stime cutime cstime
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        pass
+    return total
+
+
+def build(build_dir: Path) -> Path:
+    if not (build_dir / "CMakeCache.txt").exists():
+        subprocess.run(["cmake", "-S", str(FUZZ), "-B", str(build_dir), "-DCMAKE_CXX_COMPILER=clang++"], check=True,
+                       stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(build_dir), "--parallel", str(os.cpu_count() or 2)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return build_dir
+
+
+def replay(build_dir: Path) -> list[str]:
+    """Every committed seed and regression input once, no mutation."""
+    failed = []
+    for t in TARGETS:
+        dirs = [str(d) for d in (FUZZ / "corpus" / t, FUZZ / "regressions" / t) if d.is_dir()]
+        r = subprocess.run([str(build_dir / f"fuzz_{t}"), "-runs=0", f"-timeout={TIMEOUT_S}", *dirs],
+                           capture_output=True, text=True)
+        n = sum(1 for d in dirs for p in Path(d).iterdir() if p.is_file() and p.name != "README.md")
+        print(f"replay {t}: {n} inputs {'ok' if r.returncode == 0 else 'FAILED'}")
+        if r.returncode:
+            failed.append(t)
+            sys.stderr.write(r.stderr[-4000:])
+    return failed
+
+
+def regressions(build_dir: Path) -> list[str]:
+    failed = []
+    for t in TARGETS:
+        inputs = sorted(p for p in (FUZZ / "regressions" / t).glob("*") if p.is_file() and p.name != "README.md")
+        if not inputs:
+            continue
+        r = subprocess.run([str(build_dir / f"fuzz_{t}"), f"-timeout={TIMEOUT_S}", *map(str, inputs)],
+                           capture_output=True, text=True)
+        status = "ok" if r.returncode == 0 else "FAILED"
+        print(f"regressions {t}: {len(inputs)} inputs {status}")
+        if r.returncode:
+            failed.append(t)
+            sys.stderr.write(r.stderr[-4000:])
+    return failed
+
+
+STATS = re.compile(r"#(\d+):?\s+\w*\s*cov: (\d+) ft: (\d+) corp: (\d+)")
+
+
+def start(t: str, build_dir: Path, seconds: float | None) -> tuple[subprocess.Popen, Path]:
+    corpus = build_dir / "corpus" / t
+    artifacts = build_dir / "artifacts" / t
+    corpus.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    log = build_dir / f"fuzz_{t}.log"
+    cmd = [str(build_dir / f"fuzz_{t}"), "-fork=1", "-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1",
+           f"-timeout={TIMEOUT_S}", f"-rss_limit_mb={RSS_LIMIT_MB}", f"-artifact_prefix={artifacts}/",
+           "-print_final_stats=1"]
+    if seconds:
+        cmd.append(f"-max_total_time={int(seconds)}")
+    d = FUZZ / f"{t}.dict"
+    if d.exists():
+        cmd.append(f"-dict={d}")
+    # The first corpus folder is the one new inputs go to; the seeds are read from the repository.
+    cmd += [str(corpus), str(FUZZ / "corpus" / t)]
+    if (FUZZ / "regressions" / t).is_dir():
+        cmd.append(str(FUZZ / "regressions" / t))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True,
+                            preexec_fn=lambda: os.nice(int(os.environ.get("FUZZ_NICE", "0"))))
+    return proc, log
+
+
+def summary(t: str, log: Path, cpu: float, wall: float, build_dir: Path) -> dict:
+    text = log.read_text(errors="replace")
+    last = STATS.findall(text)
+    execs, cov, ft, corp = (int(x) for x in last[-1]) if last else (0, 0, 0, 0)
+    total = re.search(r"Loaded \d+ modules\s+\((\d+) inline 8-bit counters\)", text)
+    found = sorted(p.name for p in (build_dir / "artifacts" / t).glob("*") if p.is_file())
+    return {"target": t, "cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "execs": execs, "cov_edges": cov,
+            "edges_instrumented": int(total.group(1)) if total else None, "features": ft, "corpus": corp,
+            "findings": found}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, help="wall-clock seconds per target")
+    ap.add_argument("--cpu-minutes", type=float, help="stop each target after this much CPU time")
+    ap.add_argument("--parallel", type=int, default=1, help="targets at once")
+    ap.add_argument("--targets", nargs="*", default=list(TARGETS), choices=TARGETS)
+    ap.add_argument("--build-dir", type=Path, default=REPO / "build" / "fuzz")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--replay", action="store_true", help="only run every seed and regression input once")
+    a = ap.parse_args(argv)
+    if not (a.seconds or a.cpu_minutes or a.replay):
+        ap.error("give --seconds, --cpu-minutes or --replay")
+    build_dir = build(a.build_dir.resolve())
+    if a.replay:
+        return 1 if replay(build_dir) else 0
+    failed = regressions(build_dir)
+    results, pending = [], list(a.targets)
+    running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
+    while pending or running:
+        while pending and len(running) < a.parallel:
+            t = pending.pop(0)
+            proc, log = start(t, build_dir, a.seconds)
+            running[t] = (proc, log, time.monotonic())
+        time.sleep(2)
+        for t, (proc, log, t0) in list(running.items()):
+            if a.cpu_minutes and cpu_seconds(proc.pid) >= a.cpu_minutes * 60:
+                os.killpg(proc.pid, signal.SIGINT)  # libFuzzer prints its final stats on SIGINT
+            pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                # wait4's rusage: libFuzzer's own CPU time plus that of the children it reaped
+                results.append(summary(t, log, usage.ru_utime + usage.ru_stime, time.monotonic() - t0, build_dir))
+                proc.returncode = 0  # reaped here, not by Popen
+                del running[t]
+    results.sort(key=lambda r: TARGETS.index(r["target"]))
+    print(f"{'target':10} {'CPU min':>8} {'wall min':>8} {'execs':>11} {'exec/CPU-s':>10} {'edges':>6} {'of':>6} {'corpus':>6}  findings")
+    for r in results:
+        rate = r["execs"] / r["cpu_s"] if r["cpu_s"] else 0
+        print(f"{r['target']:10} {r['cpu_s'] / 60:8.1f} {r['wall_s'] / 60:8.1f} {r['execs']:11,d} {rate:10,.0f} "
+              f"{r['cov_edges']:6d} {r['edges_instrumented'] or 0:6d} {r['corpus']:6d}  {', '.join(r['findings']) or 'none'}")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({"results": results, "regressions_failed": failed}, indent=2) + "\n")
+    bad = failed + [r["target"] for r in results if r["findings"]]
+    if bad:
+        print(f"fuzz: findings in {', '.join(sorted(set(bad)))}: inputs under {build_dir}/artifacts/; reproduce with "
+              f"{build_dir}/fuzz_<target> <input>, fix, and add the input to examples/cpp/fuzz/regressions/<target>/",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

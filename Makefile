@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow bench clean cpp-app cpp-app-asan cpp-app-dist cpp-app-aarch64 cpp-app-aarch64-dist device-check
+.PHONY: install test test-slow bench fuzz clean cpp-app cpp-app-asan cpp-app-dist cpp-app-aarch64 cpp-app-aarch64-dist device-check
 
 # One command sets everything up: a virtual environment with the CPU build of torch
 # (pinned in pyproject.toml) and the package in editable mode with its test extras.
@@ -61,6 +61,15 @@ cpp-app-aarch64:
 cpp-app-aarch64-dist: cpp-app-aarch64
 	rm -rf build/cpp-aarch64-dist
 	cmake --install build/cpp-aarch64 --prefix build/cpp-aarch64-dist
+
+# libFuzzer on the C++ app's own parsers (examples/cpp/fuzz; docs/RELIABILITY.md "Fuzzing"): clang builds the
+# targets in build/fuzz, the regression inputs run once, then each target fuzzes FUZZ_SECONDS, FUZZ_JOBS at a
+# time, on its committed seeds (the working corpus in build/fuzz/corpus grows from run to run). Exit 1 on a finding.
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= $(CPP_JOBS)
+
+fuzz:
+	python3 tools/fuzz/run.py --seconds $(FUZZ_SECONDS) --parallel $(FUZZ_JOBS)
 
 # Every CPU bundle on emulated CPUs (QEMU user-mode): docs/DEVICES.md.
 device-check:

@@ -3,6 +3,7 @@
     python tools/fuzz/run.py --seconds 60                 # make fuzz: each target ~60 s, one after another
     python tools/fuzz/run.py --cpu-minutes 30 --parallel 4 --json build/fuzz/campaign.json   # the campaign
     python tools/fuzz/run.py --replay                     # one pass over the seeds and regressions (tests)
+    python tools/fuzz/run.py --coverage build/fuzz-campaign/corpus   # line coverage of our sources by a corpus
 
 First every regression input (examples/cpp/fuzz/regressions/<target>/, inputs that once crashed) is run
 once: a regression fails at once. Then each target fuzzes a working copy of its committed seed corpus
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +77,40 @@ def replay(build_dir: Path) -> list[str]:
     return failed
 
 
+SOURCES = ("image.cpp", "preprocess.cpp", "resample.cpp", "npy.cpp", "bundle.cpp")
+
+
+def coverage(corpus_root: Path, build_dir: Path) -> list[dict]:
+    """Source-based coverage of the app's parser files when every target replays its corpus
+    (corpus_root/<target>, plus the committed seeds and regressions)."""
+    cov_dir = build_dir.parent / (build_dir.name + "-cov")
+    if not (cov_dir / "CMakeCache.txt").exists():
+        subprocess.run(["cmake", "-S", str(FUZZ), "-B", str(cov_dir), "-DCMAKE_CXX_COMPILER=clang++",
+                        "-DCOATNET_FUZZ_COVERAGE=ON"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(cov_dir), "--parallel", str(os.cpu_count() or 2)], check=True,
+                   stdout=subprocess.DEVNULL)
+    profiles = []
+    for t in TARGETS:
+        dirs = [str(d) for d in (corpus_root / t, FUZZ / "corpus" / t, FUZZ / "regressions" / t) if d.is_dir()]
+        prof = cov_dir / f"{t}.profraw"
+        subprocess.run([str(cov_dir / f"fuzz_{t}"), "-runs=0", *dirs], capture_output=True,
+                       env={**os.environ, "LLVM_PROFILE_FILE": str(prof)}, check=True)
+        profiles.append(str(prof))
+    tool = lambda name: shutil.which(f"{name}-14") or shutil.which(name) or name  # noqa: E731
+    merged = cov_dir / "all.profdata"
+    subprocess.run([tool("llvm-profdata"), "merge", "-sparse", *profiles, "-o", str(merged)], check=True)
+    objects = [str(cov_dir / f"fuzz_{TARGETS[0]}")] + [a for t in TARGETS[1:] for a in ("-object", str(cov_dir / f"fuzz_{t}"))]
+    out = subprocess.run([tool("llvm-cov"), "export", "-summary-only", f"-instr-profile={merged}", *objects,
+                          *[str(FUZZ.parent / "src" / f) for f in SOURCES]], check=True, capture_output=True, text=True)
+    rows = []
+    for f in json.loads(out.stdout)["data"][0]["files"]:
+        lines, regions = f["summary"]["lines"], f["summary"]["regions"]
+        rows.append({"file": Path(f["filename"]).name, "lines": lines["count"], "lines_covered": lines["covered"],
+                     "line_pct": round(lines["percent"], 1), "regions": regions["count"],
+                     "region_pct": round(regions["percent"], 1)})
+    return sorted(rows, key=lambda r: SOURCES.index(r["file"]) if r["file"] in SOURCES else 99)
+
+
 def regressions(build_dir: Path) -> list[str]:
     failed = []
     for t in TARGETS:
@@ -98,7 +134,8 @@ def start(t: str, build_dir: Path, seconds: float | None) -> tuple[subprocess.Po
     corpus = build_dir / "corpus" / t
     artifacts = build_dir / "artifacts" / t
     corpus.mkdir(parents=True, exist_ok=True)
-    artifacts.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(artifacts, ignore_errors=True)  # this run's findings only
+    artifacts.mkdir(parents=True)
     log = build_dir / f"fuzz_{t}.log"
     cmd = [str(build_dir / f"fuzz_{t}"), "-fork=1", "-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1",
            f"-timeout={TIMEOUT_S}", f"-rss_limit_mb={RSS_LIMIT_MB}", f"-artifact_prefix={artifacts}/",
@@ -137,7 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build-dir", type=Path, default=REPO / "build" / "fuzz")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--replay", action="store_true", help="only run every seed and regression input once")
+    ap.add_argument("--coverage", type=Path, metavar="CORPUS_ROOT",
+                    help="line coverage of src/ when each target replays CORPUS_ROOT/<target> (a coverage build)")
     a = ap.parse_args(argv)
+    if a.coverage:
+        rows = coverage(a.coverage.resolve(), a.build_dir.resolve())
+        print(f"{'file':16} {'lines':>6} {'covered':>8} {'lines %':>8} {'regions %':>9}")
+        for r in rows:
+            print(f"{r['file']:16} {r['lines']:6d} {r['lines_covered']:8d} {r['line_pct']:8.1f} {r['region_pct']:9.1f}")
+        if a.json:
+            a.json.write_text(json.dumps({"coverage": rows}, indent=2) + "\n")
+        return 0
     if not (a.seconds or a.cpu_minutes or a.replay):
         ap.error("give --seconds, --cpu-minutes or --replay")
     build_dir = build(a.build_dir.resolve())

@@ -128,6 +128,7 @@ def regressions(build_dir: Path) -> list[str]:
 
 
 STATS = re.compile(r"#(\d+):?\s+\w*\s*cov: (\d+) ft: (\d+) corp: (\d+)")
+FAILED_JOBS = re.compile(r"oom/timeout/crash: (\d+)/(\d+)/(\d+)")
 
 
 def start(t: str, build_dir: Path, seconds: float | None) -> tuple[subprocess.Popen, Path]:
@@ -149,7 +150,13 @@ def start(t: str, build_dir: Path, seconds: float | None) -> tuple[subprocess.Po
     cmd += [str(corpus), str(FUZZ / "corpus" / t)]
     if (FUZZ / "regressions" / t).is_dir():
         cmd.append(str(FUZZ / "regressions" / t))
+    # Fork mode keeps each job's corpus and log under TMPDIR: a private one, so that nothing that tidies /tmp
+    # while a campaign runs for hours can make every later job fail.
+    tmp = build_dir / "tmp" / t
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(tmp)},
                             preexec_fn=lambda: os.nice(int(os.environ.get("FUZZ_NICE", "0"))))
     return proc, log
 
@@ -160,9 +167,13 @@ def summary(t: str, log: Path, cpu: float, wall: float, build_dir: Path) -> dict
     execs, cov, ft, corp = (int(x) for x in last[-1]) if last else (0, 0, 0, 0)
     total = re.search(r"Loaded \d+ modules\s+\((\d+) inline 8-bit counters\)", text)
     found = sorted(p.name for p in (build_dir / "artifacts" / t).glob("*") if p.is_file())
+    # libFuzzer's own count of fork-mode jobs that ended in an OOM, a timeout or a crash. A count above the
+    # saved inputs means jobs died without saving one (killed from outside): the run proves less than it says.
+    jobs = FAILED_JOBS.findall(text)
+    failed_jobs = sum(int(x) for x in jobs[-1]) if jobs else 0
     return {"target": t, "cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "execs": execs, "cov_edges": cov,
             "edges_instrumented": int(total.group(1)) if total else None, "features": ft, "corpus": corp,
-            "findings": found}
+            "findings": found, "failed_jobs": failed_jobs, "unsaved_failures": max(0, failed_jobs - len(found))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         rate = r["execs"] / r["cpu_s"] if r["cpu_s"] else 0
         print(f"{r['target']:10} {r['cpu_s'] / 60:8.1f} {r['wall_s'] / 60:8.1f} {r['execs']:11,d} {rate:10,.0f} "
-              f"{r['cov_edges']:6d} {r['edges_instrumented'] or 0:6d} {r['corpus']:6d}  {', '.join(r['findings']) or 'none'}")
+              f"{r['cov_edges']:6d} {r['edges_instrumented'] or 0:6d} {r['corpus']:6d}  {', '.join(r['findings']) or 'none'}"
+              + (f" (+{r['unsaved_failures']} failed jobs without a saved input: see {r['target']}'s log)" if r["unsaved_failures"] else ""))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"results": results, "regressions_failed": failed}, indent=2) + "\n")
-    bad = failed + [r["target"] for r in results if r["findings"]]
+    bad = failed + [r["target"] for r in results if r["findings"] or r["unsaved_failures"]]
     if bad:
         print(f"fuzz: findings in {', '.join(sorted(set(bad)))}: inputs under {build_dir}/artifacts/; reproduce with "
               f"{build_dir}/fuzz_<target> <input>, fix, and add the input to examples/cpp/fuzz/regressions/<target>/",

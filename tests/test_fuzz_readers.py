@@ -356,6 +356,7 @@ def _golden_bytes() -> bytes:
 @example(("arrays", {"inputs": np.zeros((1, 3, 64, 64), np.float32)}))  # no reference_logits
 @example(("not-npy", b""))
 @example(("huge", (2**40,), "<f4"))
+@example(("truncated", 0.5))  # zipfile.BadZipFile, which load_golden did not catch
 @FUZZ
 @given(npz_recipes)
 def test_golden_npz_any_bytes(recipe):

@@ -23,7 +23,7 @@ def images(tmp_path_factory):
     return make_images(200, tmp_path_factory.mktemp("load-images"), seed=0)
 
 
-def test_generated_images_vary_and_decode(images):
+def test_generated_images_vary_and_decode(images, tmp_path):
     from PIL import Image
 
     kinds = set()
@@ -32,7 +32,7 @@ def test_generated_images_vary_and_decode(images):
             kinds.add((im.format, im.mode))
             assert 8 <= min(im.size) and max(im.size) <= 300
     assert {f for f, _ in kinds} == {"JPEG", "PNG"} and len({m for _, m in kinds}) >= 5, kinds
-    assert [p.read_bytes() for p in make_images(3, images[0].parent / "again", seed=0)] == [p.read_bytes() for p in images[:3]]
+    assert [p.read_bytes() for p in make_images(3, tmp_path, seed=0)] == [p.read_bytes() for p in images[:3]]
 
 
 @pytest.mark.parametrize("which", ["onnxruntime-fp32", "openvino-fp32"])

@@ -53,7 +53,7 @@ def shared_threads(bundle: Path, paths: list[Path], runtime_threads: int, timeou
 
     def work() -> None:
         try:
-            start.wait(timeout)
+            start.wait(max(timeout, 60.0))  # not the pass deadline: a short one must end in Hang, not here
             while True:
                 try:
                     i = todo.get_nowait()

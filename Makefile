@@ -2,7 +2,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow bench fuzz clean cpp-app cpp-app-asan cpp-app-dist cpp-app-aarch64 cpp-app-aarch64-dist device-check
+.PHONY: install test test-slow bench fuzz clean cpp-app cpp-app-asan cpp-app-dist cpp-app-aarch64 cpp-app-aarch64-dist device-check \
+	soak-short reliability
 
 # One command sets everything up: a virtual environment with the CPU build of torch
 # (pinned in pyproject.toml) and the package in editable mode with its test extras.
@@ -74,6 +75,20 @@ fuzz:
 # Every CPU bundle on emulated CPUs (QEMU user-mode): docs/DEVICES.md.
 device-check:
 	$(BIN)/python tools/devices/check.py
+
+# Under load and soak (docs/RELIABILITY.md): the tiny bundles are exported once into RELIABILITY_BUNDLES
+# and reused. soak-short is CI's version (a few minutes); reliability is the full run that rewrites the doc.
+RELIABILITY_BUNDLES ?= build/reliability-bundles
+SHORT_BUNDLES = onnxruntime-fp32,openvino-int8
+
+soak-short: cpp-app
+	$(BIN)/python tools/reliability/load.py --images 200 --bundles $(SHORT_BUNDLES) --bundle-dir $(RELIABILITY_BUNDLES) --no-doc
+	$(BIN)/python tools/reliability/soak.py --inferences 3000 --every 500 --warmup 1000 --bundles $(SHORT_BUNDLES) \
+		--bundle-dir $(RELIABILITY_BUNDLES) --no-doc
+
+reliability: cpp-app
+	$(BIN)/python tools/reliability/load.py --bundle-dir $(RELIABILITY_BUNDLES)
+	$(BIN)/python tools/reliability/soak.py --bundle-dir $(RELIABILITY_BUNDLES)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache build

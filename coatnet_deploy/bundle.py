@@ -248,6 +248,9 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"bundle '{bundle}': {MANIFEST} is not valid JSON", str(e).splitlines()[0], "export the bundle again") from None
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise UserError(f"bundle '{bundle}': {MANIFEST} is nested too deeply to read", "no manifest coatnet-deploy writes nests so",
+                        "export the bundle again") from None
     if not isinstance(manifest, dict) or "schema_version" not in manifest:
         raise UserError(f"bundle '{bundle}': {MANIFEST} has no schema_version", "it was not written by coatnet-deploy", "export the bundle again")
     sv = manifest["schema_version"]
@@ -260,7 +263,87 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
     for key in ("model", "input", "preprocess", "target", "precision", "artifacts"):
         if key not in manifest:
             raise UserError(f"bundle '{bundle}': {MANIFEST} lacks '{key}'", "the manifest is incomplete or was edited", "export the bundle again")
+    _check_shapes(bundle, manifest)
     return manifest
+
+
+# What the readers (runtime, parity, inspect, bench, the target plug-ins) take from a manifest, by
+# type: a value of another type would surface later as a TypeError deep in a reader (found by
+# tests/test_fuzz_readers.py). None: the key may be absent or null. The rest of each value (preprocess
+# keys, gate names, engine files) is checked where it is used.
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _size(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _batch_dim(v: Any) -> bool:
+    return _pos_int(v) or (isinstance(v, list) and len(v) == 2 and all(_pos_int(x) for x in v))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_SHAPES: list[tuple[tuple[str, ...], str, Any, bool]] = [
+    # (path, what it must be, test, may be absent/null)
+    (("model",), "an object", lambda v: isinstance(v, dict), False),
+    (("model", "num_classes"), "a positive integer", _pos_int, False),
+    (("model", "name"), "a model name", lambda v: isinstance(v, str), True),
+    (("model", "image_size"), "a positive integer", _pos_int, True),
+    (("model", "labels"), "a list of names", _str_list, True),
+    (("model", "provenance"), "an object", lambda v: isinstance(v, dict), True),
+    (("input",), "an object", lambda v: isinstance(v, dict), False),
+    (("input", "shape"), "[batch, 3, size, size]",
+     lambda v: isinstance(v, list) and len(v) == 4 and _batch_dim(v[0]) and all(_pos_int(x) for x in v[1:]), True),
+    (("input", "batch"), "an object", lambda v: isinstance(v, dict), True),
+    (("input", "batch", "min"), "a positive integer", _pos_int, True),
+    (("input", "batch", "max"), "a positive integer", _pos_int, True),
+    (("preprocess",), "an object", lambda v: isinstance(v, dict), False),
+    (("target",), "a target name", lambda v: isinstance(v, str), False),
+    (("precision",), "a precision name", lambda v: isinstance(v, str), False),
+    (("artifacts",), "a list of {path, sha256, bytes}", lambda v: isinstance(v, list) and all(
+        isinstance(e, dict) and isinstance(e.get("path"), str) and e["path"] and isinstance(e.get("sha256"), str)
+        and _size(e.get("bytes")) for e in v), False),
+    (("engine",), "an object", lambda v: isinstance(v, dict), True),
+    (("engine", "files"), "a list of file names", lambda v: _str_list(v) and all(v), True),
+    *((("engine", k), "a name", lambda v: isinstance(v, str), True)
+      for k in ("saved_optimization", "load_optimization", "inference_precision_hint", "int8_method")),
+    (("engine", "static_batch"), "true or false", lambda v: isinstance(v, bool), True),
+    (("engine", "nchwc_block"), "a positive integer", _pos_int, True),
+    (("device",), "an object", lambda v: isinstance(v, dict), True),
+    (("device", "profile"), "a profile name", lambda v: isinstance(v, str), True),
+    (("device", "arch"), "an architecture name", lambda v: isinstance(v, str), True),
+    (("device", "needs"), "a list of names", _str_list, True),
+    (("device", "features"), "a list of names", _str_list, True),
+    (("gates",), "an object of gate: number", lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()), True),
+    (("gate_samples",), "a name", lambda v: isinstance(v, str), True),
+    (("versions",), "an object", lambda v: isinstance(v, dict), True),
+]
+
+
+def _check_shapes(bundle: str | Path, manifest: dict[str, Any]) -> None:
+    for path, what, ok, optional in _SHAPES:
+        v: Any = manifest
+        for k in path:
+            v = v.get(k) if isinstance(v, dict) else None
+        if v is None and optional:
+            continue
+        if not ok(v):
+            shown = repr(v)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise UserError(f"bundle '{bundle}': {MANIFEST} has {'.'.join(path)} = {shown}", f"expected {what}",
+                            "the manifest was edited or damaged; export the bundle again")
+    batch = manifest["input"].get("batch") or {}
+    if isinstance(batch.get("min"), int) and isinstance(batch.get("max"), int) and batch["min"] > batch["max"]:
+        raise UserError(f"bundle '{bundle}': {MANIFEST} has input.batch min {batch['min']} above max {batch['max']}",
+                        "the batch range is empty", "the manifest was edited or damaged; export the bundle again")
 
 
 def verify_bundle(bundle: str | Path, check_reports: bool = False) -> dict[str, Any]:

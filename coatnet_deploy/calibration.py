@@ -221,10 +221,14 @@ def _load_npz(path: Path, expected: tuple[int, ...]) -> np.ndarray:
                                 "Save preprocessed batches with np.savez(path, images=array)")
             key = "images" if "images" in z.files else z.files[0]
             arr = z[key]
+            if not isinstance(arr, np.ndarray):  # NpzFile hands back a member that is not .npy as bytes
+                raise ValueError(f"member '{key}' is not an .npy array")
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - zip/npy parse errors of a user file
-        raise UserError(f"cannot read calibration file {path}", f"not a valid .npz ({exc})") from exc
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read calibration file {path}", f"not a valid .npz ({why})",
+                        "Save preprocessed batches with np.savez(path, images=array), or pass a folder of images") from exc
     if arr.dtype.kind != "f":
         raise UserError(f"calibration array '{key}' in {path} has dtype {arr.dtype}",
                         "it must hold preprocessed float images (float32)",

@@ -12,12 +12,45 @@ from coatnet_deploy.compare import GATE_SAMPLES, compare, gate_mask
 from coatnet_deploy.errors import UserError
 
 
-def load_golden(bundle: Path) -> dict[str, np.ndarray]:
+def load_golden(bundle: Path, manifest: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """golden.npz -> its arrays; with the bundle's ``manifest``, also checked against it (inputs float
+    (N, 3, S, S), reference_logits float (N, num_classes), names N strings, all finite), so a damaged
+    file that passed its checksum is one UserError here instead of a runtime's exception later."""
     try:
         with np.load(bundle / "golden.npz", allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise UserError(f"bundle '{bundle}': golden.npz cannot be read", str(e).splitlines()[0], "export the bundle again") from None
+            golden = {k: z[k] for k in z.files}
+        not_npy = [k for k, v in golden.items() if not isinstance(v, np.ndarray)]  # NpzFile hands those back as bytes
+        if not_npy:
+            raise ValueError(f"member '{not_npy[0]}' is not an .npy array")
+    except Exception as e:  # noqa: BLE001 - zip and .npy parse errors of a file from outside (BadZipFile, EOFError, ...)
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"bundle '{bundle}': golden.npz cannot be read", why, "export the bundle again") from None
+    if manifest is not None:
+        _check_golden(bundle, manifest, golden)
+    return golden
+
+
+def _check_golden(bundle: Path, manifest: dict[str, Any], g: dict[str, np.ndarray]) -> None:
+    def bad(what: str) -> UserError:
+        return UserError(f"bundle '{bundle}': golden.npz {what}", "it does not match the manifest", "export the bundle again")
+
+    from coatnet_deploy.preprocess import PreprocessConfig
+
+    s = PreprocessConfig.from_dict(manifest["preprocess"]).crop
+    for key in ("inputs", "reference_logits"):
+        if key not in g:
+            raise bad(f"has no '{key}' array")
+        if g[key].dtype.kind != "f":
+            raise bad(f"'{key}' has dtype {g[key].dtype}, not float")
+        if not np.isfinite(g[key]).all():
+            raise bad(f"'{key}' holds NaN or infinity")
+    x, ref = g["inputs"], g["reference_logits"]
+    if x.ndim != 4 or x.shape[1:] != (3, s, s) or len(x) == 0:
+        raise bad(f"'inputs' has shape {x.shape}, not (N, 3, {s}, {s})")
+    if ref.shape != (len(x), int(manifest["model"]["num_classes"])):
+        raise bad(f"'reference_logits' has shape {ref.shape}, not ({len(x)}, {manifest['model']['num_classes']})")
+    if "names" in g and (g["names"].dtype.kind not in "US" or g["names"].shape != (len(x),)):
+        raise bad(f"'names' is {g['names'].dtype} of shape {g['names'].shape}, not {len(x)} strings")
 
 
 def check_bundle(bundle: str | Path, images: str | None = None, threads: int | None = None, any_cpu: bool = False) -> dict[str, Any]:
@@ -28,8 +61,8 @@ def check_bundle(bundle: str | Path, images: str | None = None, threads: int | N
 
     root = Path(bundle)
     manifest = verify_bundle(root)
-    golden = load_golden(root)
-    max_batch = int(manifest["input"]["batch"]["max"])
+    golden = load_golden(root, manifest)
+    max_batch = int((manifest["input"].get("batch") or {}).get("max", 1))
     runner, what = open_runner(root, manifest, threads=threads, any_cpu=any_cpu)
     with runner:
         out = np.concatenate([runner.infer(golden["inputs"][i:i + max_batch]) for i in range(0, len(golden["inputs"]), max_batch)])

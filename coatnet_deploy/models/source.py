@@ -373,6 +373,9 @@ def _read_folder(folder: str) -> Tuple[_Stated, str]:
     except json.JSONDecodeError as e:
         raise UserError(f"{cfg_path} is not valid JSON", f"{e.msg} at line {e.lineno} column {e.colno}",
                         "re-save the folder with timm's save_for_hf") from None
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise UserError(f"{cfg_path} is nested too deeply to read", "timm's save_for_hf writes a flat config",
+                        "re-save the folder with timm's save_for_hf") from None
     return _parse_hf_config(cfg, cfg_path), tensor_file
 
 
@@ -491,7 +494,7 @@ def _preprocess_facts(d: Dict[str, Any], where: str, prefix: str) -> Dict[str, A
         out[key] = v
     interp = d.get("interpolation")
     if interp:  # train.py's default is '' (= the model's)
-        if interp not in INTERPOLATIONS:
+        if not isinstance(interp, str) or interp not in INTERPOLATIONS:
             raise UserError(f"{where} asks for interpolation {interp!r}",
                             f"coatnet-deploy (and the device runtimes) resize with {', '.join(INTERPOLATIONS)} only",
                             "set interpolation to one of those there (bicubic is timm's usual choice)")
@@ -507,7 +510,7 @@ def _preprocess_facts(d: Dict[str, Any], where: str, prefix: str) -> Dict[str, A
         out["crop_pct"] = float(pct)
     mode = d.get("crop_mode")
     if mode:
-        if mode not in CROP_MODES:
+        if not isinstance(mode, str) or mode not in CROP_MODES:
             raise UserError(f"{where} asks for crop_mode {mode!r}",
                             f"coatnet-deploy does timm's eval crop modes {', '.join(CROP_MODES)} only",
                             "set crop_mode to one of those there")

@@ -42,8 +42,9 @@ const char* const kUsage =
     "      --dump-tensor writes the preprocessed inputs as one N x 3 x H x W float32 .npy\n"
     "  selftest BUNDLE [--threads N] [--json]\n"
     "      golden inputs vs stored reference logits under the manifest's gates (exit 2 if one fails)\n"
-    "  bench BUNDLE [--iterations N] [--warmup N] [--batch B] [--threads N]\n"
-    "      times inference on the golden inputs; prints JSON with every inference's time\n"
+    "  bench BUNDLE [--iterations N] [--warmup N] [--batch B] [--threads N] [--rss-every N]\n"
+    "      times inference on the golden inputs; prints JSON with every inference's time;\n"
+    "      --rss-every N prints 'rss inferences=I vmrss_kb=K' on stderr after every N (soak runs)\n"
     "  preprocess BUNDLE|PREPROCESS.json IMAGE... --dump-tensor PATH [--dump-pixels PATH]\n"
     "      preprocessing only (no model): the float32 tensor, and the uint8 N x H x W x 3 crop\n"
     "\n"
@@ -318,10 +319,20 @@ int cmd_selftest(const std::vector<std::string>& argv) {
   return v.passed() ? EXIT_OK : EXIT_GATE_FAILED;
 }
 
+// This process's resident set size from /proc/self/status (Linux), -1 where there is none.
+long vmrss_kb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  return -1;
+}
+
 int cmd_bench(const std::vector<std::string>& argv) {
-  const Args a = parse("bench", argv, {{"iterations", {true}}, {"warmup", {true}}, {"batch", {true}}, {"threads", {true}}});
-  need_positionals(a, 1, "bench BUNDLE [--iterations N] [--warmup N] [--batch B] [--threads N]");
+  const Args a = parse("bench", argv, {{"iterations", {true}}, {"warmup", {true}}, {"batch", {true}}, {"threads", {true}}, {"rss-every", {true}}});
+  need_positionals(a, 1, "bench BUNDLE [--iterations N] [--warmup N] [--batch B] [--threads N] [--rss-every N]");
   const int iterations = a.positive("iterations", 50), threads = a.positive("threads", 0);
+  const int rss_every = a.has("rss-every") ? a.positive("rss-every", 1) : 0;
   const int warmup = a.has("warmup") && a.value("warmup") == "0" ? 0 : a.positive("warmup", 10);
   const auto t0 = std::chrono::steady_clock::now();
   Bundle b = open_bundle(a.positional[0]);
@@ -351,6 +362,9 @@ int cmd_bench(const std::vector<std::string>& argv) {
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count();
     if (it < 0) first_ms = ms;
     if (it >= warmup) times.push_back(ms);
+    // Counted after the first (compiling) inference: warm-up + timed ones, as tools/reliability/soak.py reads them.
+    if (rss_every > 0 && it >= 0 && (it + 1) % rss_every == 0)
+      std::cerr << "rss inferences=" << it + 1 << " vmrss_kb=" << vmrss_kb() << std::endl;
   }
   std::vector<double> sorted = times;
   std::sort(sorted.begin(), sorted.end());

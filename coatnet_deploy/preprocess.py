@@ -79,6 +79,17 @@ _MAX_RESIZED_LONG_FACTOR = 8
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image]
 
 CROP_MODES = ("center", "squash", "border")
+# A resize is a pixel count: the C++ app refuses an implied one at 2^20 too (examples/cpp/src/preprocess.cpp),
+# and crop / crop_pct with crop_pct near 0 (5e-324 is a valid JSON number) would otherwise be inf or 10^300.
+MAX_RESIZE = 1 << 20
+
+
+def _implied_resize(crop: int, crop_pct: float, key: str) -> int:
+    implied = crop / crop_pct
+    if not implied < MAX_RESIZE:
+        raise UserError(f"{key} is {crop_pct!r}", f"crop / crop_pct gives a resize of {implied:.3g} pixels",
+                        "set resize, or a crop_pct near crop / resize")
+    return math.floor(implied)
 
 _CONFIG_KEYS = ("resize", "crop", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 
@@ -115,6 +126,8 @@ class PreprocessConfig:
             if not _is_pos_int(v):
                 raise UserError(f"preprocess.{name} is {v!r}", "it must be a positive integer (pixels)")
             object.__setattr__(self, name, int(v))
+        if self.resize >= MAX_RESIZE:
+            raise UserError(f"preprocess.resize is {self.resize}", f"it must be below {MAX_RESIZE} pixels")
         if self.resize < self.crop:
             raise UserError(
                 f"preprocess.resize ({self.resize}) is smaller than preprocess.crop ({self.crop})",
@@ -152,7 +165,7 @@ class PreprocessConfig:
             raise UserError(f"image size is {image_size!r}", "it must be a positive integer (pixels)")
         if not _is_fraction(crop_pct):
             raise UserError(f"crop_pct is {crop_pct!r}", "it must be a number in (0, 1]")
-        resize = math.floor(image_size / crop_pct)
+        resize = _implied_resize(image_size, crop_pct, "crop_pct")
         return cls(resize=resize, crop=image_size, interpolation=interpolation,
                    mean=tuple(mean), std=tuple(std), crop_pct=float(crop_pct), crop_mode=crop_mode)
 
@@ -182,7 +195,7 @@ class PreprocessConfig:
             # Older manifests state only resize and crop; crop_pct is then what they imply.
             crop_pct = min(1.0, crop / resize) if resize else 0.95
         if resize is None:
-            resize = math.floor(crop / crop_pct)
+            resize = _implied_resize(crop, crop_pct, "preprocess.crop_pct")
         return cls(
             resize=resize,
             crop=crop,

@@ -211,6 +211,12 @@ def test_config_json_crop_pct_over_one(capsys, tmp_path):
                   needles=("asks for crop_pct 1.15", "at most 1.0"))
 
 
+def test_config_json_crop_pct_near_zero(capsys, tmp_path):
+    # 5e-324 is valid JSON; crop / crop_pct was inf and math.floor raised OverflowError
+    _folder_fails(capsys, tmp_path, lambda c: c["pretrained_cfg"].update(crop_pct=5e-324),
+                  needles=("crop_pct is 5e-324", "gives a resize of inf pixels", "set resize"))
+
+
 def test_config_json_unsupported_global_pool(capsys, tmp_path):
     _folder_fails(capsys, tmp_path, lambda c: c["model_args"].update(global_pool="max"),
                   needles=("sets model_args.global_pool = 'max'", "average pooling only"))

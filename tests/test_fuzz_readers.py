@@ -198,6 +198,9 @@ def test_manifest_random_bytes(data, fix_sum):
 @example([(("input", "batch"), "replace", [], 0)])
 @example([(("preprocess", "crop"), "replace", "", 0)])  # parity read it before any check
 @example([(("preprocess", "crop"), "delete", None, 0)])
+# crop / crop_pct overflowed math.floor (OverflowError), found by fuzz_manifest in the C++ app's twin
+@example([(("preprocess", "resize"), "delete", None, 0), (("preprocess", "crop_pct"), "replace", 5e-324, 0)])
+@example([(("preprocess", "resize"), "replace", 2 ** 40, 0)])
 @FUZZ
 @given(edits)
 def test_manifest_mutated(changes):

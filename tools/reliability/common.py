@@ -97,6 +97,17 @@ def write_section(marker: str, text: str, doc: Path = DOC) -> None:
     doc.write_text(pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", src), encoding="utf-8")
 
 
+def finish(marker: str, text: str, failed: list[str], write_doc: bool) -> int:
+    """Print the figures, write them into the doc's section, exit status 1 when a promise broke."""
+    print(text)
+    if write_doc:
+        write_section(marker, text)
+    if failed:
+        print(f"{marker}: FAILED for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def machine_note() -> str:
     import platform
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ALL_BUNDLES, export_bundles, machine_note, make_images, scratch, write_section  # noqa: E402
+from common import ALL_BUNDLES, export_bundles, finish, machine_note, make_images, scratch  # noqa: E402
 
 THREADS, PROCESSES = 8, 4
 
@@ -154,14 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = make_images(a.images, work / "images", a.seed)
     rows = [check_bundle(n, b, paths, a.runtime_threads, a.timeout) for n, b in bundles.items()]
     seconds = time.monotonic() - t0
-    print(markdown(rows, seconds, a.runtime_threads))
-    if not a.no_doc:
-        write_section("load", markdown(rows, seconds, a.runtime_threads))
-    failed = [r["bundle"] for r in rows if not r["passed"]]
-    if failed:
-        print(f"load: FAILED for {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return finish("load", markdown(rows, seconds, a.runtime_threads), [r["bundle"] for r in rows if not r["passed"]],
+                  not a.no_doc)
 
 
 if __name__ == "__main__":

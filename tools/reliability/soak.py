@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ALL_BUNDLES, CPP_APP, REPO, export_bundles, machine_note, make_images, scratch, vmrss_kb, write_section  # noqa: E402
+from common import ALL_BUNDLES, CPP_APP, REPO, export_bundles, machine_note, make_images, finish, scratch, vmrss_kb  # noqa: E402
 
 CPP_TARGETS = ("openvino", "onnx", "onnxruntime")  # what coatnet-classify runs (examples/cpp/src/engine.cpp check_target)
 
@@ -145,15 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(soak_one("C++", name, lambda b=b: run_cpp(a.app, b, a.inferences, a.every, a.timeout),
                                  a.warmup, a.max_growth))
     seconds = time.monotonic() - t0
-    text = markdown(rows, a.inferences, a.every, a.warmup, seconds)
-    print(text)
-    if not a.no_doc:
-        write_section("soak", text)
-    failed = [f"{r['runtime']} {r['bundle']}" for r in rows if not r["passed"]]
-    if failed:
-        print(f"soak: FAILED for {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return finish("soak", markdown(rows, a.inferences, a.every, a.warmup, seconds),
+                  [f"{r['runtime']} {r['bundle']}" for r in rows if not r["passed"]], not a.no_doc)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = regressions(build_dir)
     results, pending = [], list(a.targets)
     running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
+    stopping: set[str] = set()
     while pending or running:
         while pending and len(running) < a.parallel:
             t = pending.pop(0)
@@ -211,10 +212,17 @@ def main(argv: list[str] | None = None) -> int:
             running[t] = (proc, log, time.monotonic())
         time.sleep(2)
         for t, (proc, log, t0) in list(running.items()):
-            if a.cpu_minutes and cpu_seconds(proc.pid) >= a.cpu_minutes * 60:
-                os.killpg(proc.pid, signal.SIGINT)  # libFuzzer prints its final stats on SIGINT
+            if a.cpu_minutes and t not in stopping and cpu_seconds(proc.pid) >= a.cpu_minutes * 60:
+                # A fork-mode parent ends on SIGTERM and stops its job. SIGINT to the group would only kill the
+                # running job, which libFuzzer counts as a crash before it starts the next one.
+                os.kill(proc.pid, signal.SIGTERM)
+                stopping.add(t)
             pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # a job the parent left behind
+                except ProcessLookupError:
+                    pass
                 # wait4's rusage: libFuzzer's own CPU time plus that of the children it reaped
                 results.append(summary(t, log, usage.ru_utime + usage.ru_stime, time.monotonic() - t0, build_dir))
                 proc.returncode = 0  # reaped here, not by Popen

@@ -182,7 +182,7 @@ def _export_child(spec: str) -> None:
 
     from coatnet_deploy.config import ExportConfig
     from coatnet_deploy.errors import UserError
-    from coatnet_deploy.export import export
+    from coatnet_deploy.exporting import export
 
     values = json.loads(spec)
     t0 = time.perf_counter()

@@ -25,6 +25,8 @@ DEFAULT_GATES: dict[str, dict[str, float]] = {
     # sample: one photo's 10-class logit vector can turn while its answer holds. 0.75 on 8 photos
     # lets a random-init model (flat logits) flip two; a trained one flips none.
     "int8": {"cosine_mean": 0.98, "top1_agreement": 0.75},
+    # FP8 (E4M3 Q/DQ by ModelOpt, TensorRT only) rounds to 3 mantissa bits: int8's budget holds it.
+    "fp8": {"cosine_mean": 0.98, "top1_agreement": 0.75},
 }
 #: the INT8 top-1 gate for a seeded random init (no --weights), whose logits are near-flat
 RANDOM_INIT_INT8_TOP1 = 0.5
@@ -33,9 +35,10 @@ DEFAULT_EVAL_GATES: dict[str, dict[str, float]] = {
     "fp32": {},
     "fp16": {"accuracy_drop": 0.5, "cosine_mean": 0.99, "top1_agreement": 0.5},
     "int8": {"accuracy_drop": 1.0, "cosine_mean": 0.9, "top1_agreement": 0.5},
+    "fp8": {"accuracy_drop": 1.0, "cosine_mean": 0.9, "top1_agreement": 0.5},
 }
 #: which golden samples the gates read (compare.gate_mask): quantized precisions gate on the photos
-DEFAULT_GATE_SAMPLES = {"fp32": "all", "fp16": "images", "int8": "images"}
+DEFAULT_GATE_SAMPLES = {"fp32": "all", "fp16": "images", "int8": "images", "fp8": "images"}
 GATE_KEYS = ("cosine_min", "cosine_mean", "max_abs_err", "mean_abs_err", "top1_agreement", "top5_agreement", "sqnr_db",
              "accuracy_drop")
 
@@ -94,11 +97,14 @@ class ExportConfig:
     def batch_range(self) -> tuple[int, int, int]:
         return parse_batch(self.batch)
 
-    def gate_thresholds(self) -> dict[str, float]:
-        """The precision's default gates (with --eval-images: the accuracy drop plus floors), then the overrides."""
+    def gate_thresholds(self, random_init: bool | None = None) -> dict[str, float]:
+        """The precision's default gates (with --eval-images: the accuracy drop plus floors), then the overrides.
+        ``random_init``: the model has seeded random weights (default: no --weights)."""
         with_eval = DEFAULT_EVAL_GATES[self.precision] if self.eval_images else {}
         merged = dict(with_eval or DEFAULT_GATES[self.precision])
-        if self.precision == "int8" and not self.weights and not with_eval:
+        if random_init is None:
+            random_init = not self.weights
+        if self.precision in ("int8", "fp8") and random_init and not with_eval:
             # seeded random weights give near-flat logits: their top-1 flips on rounding noise alone
             merged["top1_agreement"] = RANDOM_INIT_INT8_TOP1
         merged.update(self.gates.get(self.precision, {}) if _nested_gates(self.gates) else self.gates)
@@ -126,7 +132,7 @@ class ExportConfig:
 
 
 def _nested_gates(g: dict) -> bool:
-    return any(k in ("fp32", "fp16", "int8") for k in g)
+    return any(k in ("fp32", "fp16", "int8", "fp8") for k in g)
 
 
 def _check_device(value: str | None) -> None:
@@ -154,7 +160,7 @@ def _check_gates(gates: dict, source: str, key: str) -> None:
     """Flat {metric: threshold} or per precision {int8: {metric: threshold}}; metrics from GATE_KEYS."""
     flat = {}
     for k, v in gates.items():
-        if k in ("fp32", "fp16", "int8"):
+        if k in ("fp32", "fp16", "int8", "fp8"):
             if not isinstance(v, dict):
                 raise UserError(f"{source}: key '{key}.{k}' must be a mapping", f"got {v!r}", "fix the value")
             flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
@@ -180,7 +186,7 @@ FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
     "labels": ((str, type(None)), "text file with one class name per line"),
     "image_size": ((int, type(None)), "square input size, a multiple of 32 from 64; null = the variant's"),
     "target": ((str,), "a target from `coatnet-deploy targets`"),
-    "precision": ((str,), "fp32 | fp16 | int8"),
+    "precision": ((str,), "fp32 | fp16 | int8 | fp8 (fp8: tensorrt)"),
     "device": Field((str, type(None)), "the CPUs the bundle is made for: a profile from `coatnet-deploy targets --device NAME` "
                                        "(x86-64-v2 / v3 / v4, x86-64-v4-vnni, aarch64-v8.0, ..., host); null = x86-64-v3",
                     check=lambda value, source, key: _check_device(value)),
@@ -206,7 +212,7 @@ FIELDS: dict[str, Field | tuple[tuple[type, ...], str]] = {
     "calibrate_method": Field((str,), "minmax | entropy | percentile", choices=("minmax", "entropy", "percentile")),
     "gates": Field((dict,), "parity gate overrides, e.g. {cosine_mean: 0.995} or per precision {int8: {...}} (docs/GATES.md)",
                    check=_check_gates),
-    "gate_samples": Field((str, type(None)), "golden samples the gates read: all | images; null = images for fp16/int8, all for fp32",
+    "gate_samples": Field((str, type(None)), "golden samples the gates read: all | images; null = images for fp16/int8/fp8, all for fp32",
                           choices=("all", "images")),
 }
 
@@ -274,10 +280,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return validate(read_yaml_mapping(path, "export_configs/onnxruntime-fp32.yaml"), str(path))
 
 
-def make_config(config_file: str | None, overrides: dict[str, Any]) -> ExportConfig:
-    """The config file's values, then every CLI flag that was given (None = not given)."""
+def make_config(config_file: str | None, overrides: dict[str, Any], source: str = "command line") -> ExportConfig:
+    """The config file's values, then every CLI flag (or API argument, ``source`` "export()") that was given
+    (None = not given)."""
     values = load_config_file(config_file) if config_file else {}
     given = {k: v for k, v in overrides.items() if v is not None}
-    validate(given, "command line")
+    validate(given, source)
     values.update(given)
     return ExportConfig.from_mapping(values)

@@ -56,7 +56,7 @@ def config_file(directory: Path, **overrides) -> Path:
 def export_tiny(output: Path, **overrides) -> Path:
     """Export the tiny config in this process (torch is imported here, never in the runtime)."""
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.export import export
+    from coatnet_deploy.exporting import export
 
     cfg = make_config(str(config_file(_root, **overrides)), {"output": str(output)})
     return export(cfg).bundle

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from coatnet_deploy.config import make_config
-from coatnet_deploy.export import export
+from coatnet_deploy.exporting import export
 
 FIXTURE = Path(__file__).parent / "fixtures" / "digits"
 WEIGHTS = FIXTURE / "coatnet_tiny_digits.safetensors"

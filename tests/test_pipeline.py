@@ -13,7 +13,7 @@ import pytest
 from coatnet_deploy.bundle import verify_bundle
 from coatnet_deploy.config import make_config
 from coatnet_deploy.errors import UserError
-from coatnet_deploy.export import export
+from coatnet_deploy.exporting import export
 
 CASES = [
     ("onnx", "fp32"),

@@ -94,7 +94,7 @@ def test_openvino_int8_fallback_keeps_a_forced_culprit_float(tmp_path, monkeypat
     import onnx
 
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.export import export
+    from coatnet_deploy.exporting import export
     from coatnet_deploy.precision import nncf_ov
     from coatnet_deploy.precision.plan import R_RUNTIME
 

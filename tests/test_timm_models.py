@@ -145,7 +145,7 @@ def test_checkpoint_args_preprocessing_is_taken(tmp_path):
 def folder_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("timm") / "bundle"
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.export import export
+    from coatnet_deploy.exporting import export
 
     cfg = make_config(None, {"weights": str(unpacked()["folder"]), "target": "onnxruntime", "output": str(out),
                              "bench_iterations": 0, "golden_images": 2, "golden_random": 1})
@@ -191,7 +191,7 @@ def test_predict_and_inspect_show_the_folder(capsys, folder_bundle):
 def test_export_from_checkpoint_with_ema(tmp_path):
     """--ema: the bundle's reference (and engine) are timm's EMA outputs; the manifest says which was taken."""
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.export import export
+    from coatnet_deploy.exporting import export
     from coatnet_deploy.runtime import Classifier
 
     out = tmp_path / "bundle"

@@ -246,7 +246,7 @@ def update_reports(result: dict[str, Any]) -> list[str]:
             report.pop("speedup_vs_reference", None)
         manifest = read_manifest(root)
         write_json(report_path, report)
-        from coatnet_deploy.export.documents import render_reports
+        from coatnet_deploy.exporting.documents import render_reports
 
         render_reports(root, report, manifest)
         rewrite_reports(root, manifest)

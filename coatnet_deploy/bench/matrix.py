@@ -301,7 +301,7 @@ def run_matrix(cfg: MatrixConfig, progress=None) -> MatrixResult:
 
 def _export_cell(cfg: MatrixConfig, cell: MatrixRow, known: KnownCell, out: Path, progress) -> dict[str, Any] | None:
     from coatnet_deploy.config import ExportConfig, validate
-    from coatnet_deploy.export import export
+    from coatnet_deploy.exporting import export
 
     ok, reason, defer = known.availability()
     if not ok:

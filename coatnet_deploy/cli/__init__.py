@@ -21,6 +21,7 @@ def _register():
     # Commands import their heavy dependencies inside the command body, so --help stays fast.
     from coatnet_deploy.cli import (  # noqa: F401  (registration side effects)
         bench_cmd,
+        compare_cmd,
         export_cmd,
         inspect_cmd,
         matrix_cmd,

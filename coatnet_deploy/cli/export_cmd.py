@@ -49,24 +49,24 @@ def export_cmd(config_file, as_json, **flags):
     Exit 0 when every parity gate passed, 2 when a gate failed (the bundle says FAILED),
     1 for bad input, 3 when the target cannot run here.
     """
-    from coatnet_deploy.config import make_config
-    from coatnet_deploy.export import export
+    from coatnet_deploy.api import export
 
-    from coatnet_deploy.progress import stdout_to_stderr
-    from coatnet_deploy.shipped import resolve_config
+    if flags["model"] is not None:
+        from coatnet_deploy.models import model_info
 
-    cfg = make_config(resolve_config(config_file, "export") if config_file else None, flags)
-    with stdout_to_stderr():  # NNCF and others print to stdout; it must hold only our result
-        result = export(cfg, progress=progress_printer(not as_json))
+        model_info(flags["model"])  # --model names a variant only (the API also takes a path there)
+    # The same call a training script makes (README "Python API"); the flags are its options.
+    result = export(flags.pop("model"), config=config_file, progress=progress_printer(not as_json) or False, **flags)
     rep = result.report
+    target, precision = rep["target"], rep["precision"]
     if as_json:
-        emit_json({"bundle": str(result.bundle), "status": result.status, "target": cfg.target, "precision": cfg.precision,
+        emit_json({"bundle": str(result.bundle), "status": result.status, "target": target, "precision": precision,
                    "parity": {k: v for k, v in rep["parity"].items() if k != "per_sample"},
                    "latency": {k: v for k, v in (rep.get("latency") or {}).items() if k != "samples_ms"} or None,
                    "stages": [{k: v for k, v in s.items()} for s in rep["stages"]]})
     else:
         p = rep["parity"]
-        click.echo(f"{result.status}: {result.manifest['model']['name']} -> {cfg.target}/{cfg.precision}  bundle {result.bundle}")
+        click.echo(f"{result.status}: {result.manifest['model']['name']} -> {target}/{precision}  bundle {result.bundle}")
         click.echo(f"  parity   cos_min {p['cosine_min']:.6f}  max_abs {p['max_abs_err']:.3g}  top1 {p['top1_agreement']:.3f}  top5 {p['top5_agreement']:.3f}")
         lat = rep.get("latency")
         if lat:

@@ -43,6 +43,7 @@ CHECKPOINT = "checkpoint"  # the train.py checkpoint (its args or arch)
 WEIGHTS = "weights"  # the tensors themselves (the head's size)
 VARIANT = "variant default"  # the variant's facts (models/<family>.py default_cfgs)
 DEFAULT = "default"  # nothing named a model: DEFAULT_MODEL
+IN_MEMORY = "in-memory torch.nn.Module"  # weights_format of a module exported from memory (models/module.py)
 
 SAFE_NAME, BIN_NAME, CONFIG_NAME = "model.safetensors", "pytorch_model.bin", "config.json"
 PREPROCESS_FIELDS = ("mean", "std", "interpolation", "crop_pct", "crop_mode")
@@ -99,6 +100,15 @@ class ModelSource:
     @property
     def timm_name(self) -> Optional[str]:
         return self.info.timm_name
+
+    @property
+    def random_init(self) -> bool:
+        """True when the export builds seeded random weights (no --weights)."""
+        return self.weights is None
+
+    def warnings(self) -> List[str]:
+        """What the report should tell about where the model's facts came from (nothing, for files and variants)."""
+        return []
 
     def build(self, seed: int = 0):
         """-> the ``nn.Module`` in eval mode: seeded random init, then the weights (strict) when given."""
@@ -303,6 +313,10 @@ def rebuild_reference(manifest: Dict[str, Any], weights=None):
     reference as at export. The weights must be the file the manifest records (SHA-256 of the tensor file;
     for a folder, the one inside); without weights the seeded random init of the export config is rebuilt."""
     m = manifest["model"]
+    if m.get("weights_format") == IN_MEMORY:
+        raise UserError(f"the bundle was exported from an in-memory {m.get('module_class') or 'module'}",
+                        "its PyTorch reference cannot be rebuilt from the manifest",
+                        "drop --reference: the bundle's golden reference logits still check the engine (parity, compare)")
     recorded = m.get("weights_sha256")
     seed = int((manifest.get("config") or {}).get("seed") or 0)
     image_size = int(m.get("image_size") or manifest["input"]["shape"][2])

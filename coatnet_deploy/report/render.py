@@ -7,7 +7,7 @@ import functools
 import re
 from typing import Any, Sequence
 
-from coatnet_deploy.report.blocks import Cell, Figure, Section
+from coatnet_deploy.report.blocks import Cell, Figure, ReportView, Section
 from coatnet_deploy.report.view import build_view
 
 
@@ -62,13 +62,21 @@ def _env(kind: str):
 
 def render_markdown(report: dict, manifest: dict | None, extra_sections: Sequence[Section] = ()) -> str:
     """report.json dict + manifest.json dict (+ target sections) -> report.md text."""
-    view = build_view(report, manifest, extra_sections)
-    text = _env("md").get_template("report.md.j2").render(view=view)
-    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    return render_view_markdown(build_view(report, manifest, extra_sections))
 
 
 def render_html(report: dict, manifest: dict | None, extra_sections: Sequence[Section] = ()) -> str:
     """report.json dict + manifest.json dict (+ target sections) -> a self-contained report.html
     (inline CSS, plots as base64 PNG, no script)."""
-    view = build_view(report, manifest, extra_sections)
+    return render_view_html(build_view(report, manifest, extra_sections))
+
+
+def render_view_markdown(view: ReportView) -> str:
+    """Any ReportView (an export's, a comparison's) -> Markdown, through report.md.j2."""
+    text = _env("md").get_template("report.md.j2").render(view=view)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def render_view_html(view: ReportView) -> str:
+    """Any ReportView -> a self-contained HTML page, through report.html.j2."""
     return _env("html").get_template("report.html.j2").render(view=view)

@@ -302,7 +302,7 @@ def test_openvino_int8_of_coatnet_0_rw_224_passes(tmp_path):
     same file): where the fallback runs, it must have kept that layer float. (The fallback itself is
     tested in the default run by forcing a culprit: tests/test_targets.py.)"""
     from coatnet_deploy.config import make_config
-    from coatnet_deploy.export import export
+    from coatnet_deploy.exporting import export
 
     res = export(make_config(None, {"model": "coatnet_0_rw_224", "target": "openvino", "precision": "int8",
                                     "output": str(tmp_path / "b"), "bench_iterations": 0, "calibration_samples": 16}))

@@ -28,7 +28,7 @@ def export_bundles(names: list[str], root: Path, say=print) -> dict[str, Path]:
     from coatnet_deploy.bundle import verify_bundle
     from coatnet_deploy.config import make_config
     from coatnet_deploy.errors import UserError
-    from coatnet_deploy.export import export
+    from coatnet_deploy.exporting import export
 
     root.mkdir(parents=True, exist_ok=True)
     out = {}

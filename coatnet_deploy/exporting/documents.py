@@ -17,7 +17,7 @@ from coatnet_deploy import __version__
 from coatnet_deploy.bundle import BundleWriter, utc_now, write_json
 from coatnet_deploy.compare import ParityResult
 from coatnet_deploy.config import ExportConfig
-from coatnet_deploy.export.results import ExportPlan, GoldenSet, GraphStage, Latency, Reference, StageCheck
+from coatnet_deploy.exporting.results import ExportPlan, GoldenSet, GraphStage, Latency, Reference, StageCheck
 from coatnet_deploy.stages import INPUT_NAME, OUTPUT_NAME
 from coatnet_deploy.targets.base import EngineBuild, PrecisionGraph
 
@@ -75,7 +75,7 @@ def write_bundle(writer: BundleWriter, *, cfg: ExportConfig, plan: ExportPlan, r
     report.update(precision.report)
     report.update(engine.report)
     report.update({k: v for k, v in inspection.items() if k != "warnings"})
-    report["warnings"] = list(inspection.get("warnings", [])) + device_warnings(plan.device, cfg)
+    report["warnings"] = plan.source.warnings() + list(inspection.get("warnings", [])) + device_warnings(plan.device, cfg)
     if latency is not None:
         report["latency"] = latency.engine
         if latency.engine is None:

@@ -1,6 +1,6 @@
-"""The export's steps: each takes typed inputs and returns a typed result (``export.results``).
+"""The export's steps: each takes typed inputs and returns a typed result (``exporting.results``).
 
-The order lives in ``export.pipeline.export``; nothing here keeps state between calls.
+The order lives in ``exporting.pipeline.export``; nothing here keeps state between calls.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from coatnet_deploy import __version__
 from coatnet_deploy.compare import ParityResult, apply_gates, compare
 from coatnet_deploy.config import ExportConfig
 from coatnet_deploy.errors import UserError
-from coatnet_deploy.export.results import ExportPlan, GoldenSet, GraphStage, Latency, Reference, StageCheck
+from coatnet_deploy.exporting.results import ExportPlan, GoldenSet, GraphStage, Latency, Reference, StageCheck
 from coatnet_deploy.targets.base import PrecisionGraph
 
 Say = Callable[[str], None]
@@ -26,15 +26,18 @@ SIMPLIFY_TOLERANCE = 1e-4
 
 # -- preflight ------------------------------------------------------------------------------------
 
-def preflight(cfg: ExportConfig) -> ExportPlan:
-    """Refuse bad input before any heavy work or progress output: target, model, sizes, files, calibration."""
+def preflight(cfg: ExportConfig, source=None) -> ExportPlan:
+    """Refuse bad input before any heavy work or progress output: target, model, sizes, files, calibration.
+
+    ``source``: the model already resolved (an in-memory module, ``models.module``); else the flags say it."""
     from coatnet_deploy import targets
     from coatnet_deploy.models import resolve_model_source
 
     target = targets.get(cfg.target)
     target.require(cfg.precision, cfg.defer_build)
     batch = cfg.batch_range()
-    source = resolve_model_source(cfg)  # the flags, and what a timm folder or checkpoint says
+    if source is None:
+        source = resolve_model_source(cfg)  # the flags, and what a timm folder or checkpoint says
     image_size = source.image_size
     options = target.option_values(cfg.target_options.get(target.name))
     device = cfg.device_profile() if target.cpu else None
@@ -50,13 +53,13 @@ def preflight(cfg: ExportConfig) -> ExportPlan:
             raise UserError(f"{flag} '{value}' not found", "it must name an existing directory", f"check the path given to {flag}")
     pre = source.preprocess
     calibration = None
-    if cfg.precision == "int8":
+    if cfg.precision in ("int8", "fp8"):
         from coatnet_deploy.calibration import CalibrationSet, default_calibration_dir
 
         calibration = CalibrationSet(cfg.calibration or str(default_calibration_dir()), pre)
         calibration.select(cfg.calibration_samples or None, cfg.seed)
     return ExportPlan(source=source, image_size=image_size, batch=batch, preprocess=pre, target=target, options=options,
-                      gates=cfg.gate_thresholds(), gate_samples=cfg.gated_samples(), output=cfg.output or cfg.default_output(source.name), calibration=calibration,
+                      gates=cfg.gate_thresholds(source.random_init), gate_samples=cfg.gated_samples(), output=cfg.output or cfg.default_output(source.name), calibration=calibration,
                       labels=source.labels, device=device)
 
 
@@ -80,7 +83,7 @@ def reference_model(cfg: ExportConfig, plan: ExportPlan) -> Reference:
     torch.manual_seed(cfg.seed)
     model = plan.source.build(seed=cfg.seed)
     device = resolve_reference_device(cfg.reference)
-    note = None if cfg.weights else f"random init (no --weights), seed {cfg.seed}"
+    note = f"random init (no --weights), seed {cfg.seed}" if plan.source.random_init else None
     return Reference(model=model, device=device, note=note)
 
 
@@ -184,8 +187,8 @@ def precision_graph(cfg: ExportConfig, plan: ExportPlan, graph: Path, golden: Go
     if recipe.kind == "fp16":
         out = work / "model.fp16.onnx"
         result = _fp16_graph(graph, out, recipe)
-    elif recipe.kind == "int8":
-        out = work / ("model.int8.onnx" if revised_plan is None else "model.int8.revised.onnx")
+    elif recipe.kind in ("int8", "fp8"):
+        out = work / (f"model.{recipe.kind}.onnx" if revised_plan is None else f"model.{recipe.kind}.revised.onnx")
         if recipe.prepare is not None:
             # the plan, the quantizer and the sensitivity ranking all read the prepared graph
             graph = Path(recipe.prepare(graph, work / "model.prepared.onnx"))
@@ -242,7 +245,7 @@ def _int8_graph(cfg: ExportConfig, plan: ExportPlan, graph: Path, out: Path, rec
             pplan, budget = _accuracy_budget(cfg, plan, graph, pplan, ranking, quantize, golden, work)
             res = quantize(pplan)
             report["accuracy_budget"] = budget
-    report["precision_plan"] = {"kind": "int8", **pplan.to_dict(), "reduce_range": recipe.details.get("reduce_range")}
+    report["precision_plan"] = {"kind": recipe.kind, **pplan.to_dict(), "reduce_range": recipe.details.get("reduce_range")}
     details = {**recipe.details, **res.to_dict()}
     details.pop("path", None)
     return PrecisionGraph(path=out, recipe=recipe, plan=pplan, details=details, report=report)

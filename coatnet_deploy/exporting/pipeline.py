@@ -1,10 +1,10 @@
 """``export``: build -> ONNX -> simplify -> precision -> engine -> parity -> latency -> bundle.
 
-A linear chain of the steps in ``export.steps``: each returns a typed result and takes the earlier
+A linear chain of the steps in ``exporting.steps``: each returns a typed result and takes the earlier
 ones as arguments. Every artifact is checked against the PyTorch reference on the same golden
 inputs, stage by stage, so the report can say which stage moved the logits. The bundle is staged
 in a temporary directory and swapped into place only when complete (``bundle.BundleWriter``);
-``export.documents`` writes report.json and manifest.json from the typed results, once.
+``exporting.documents`` writes report.json and manifest.json from the typed results, once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from coatnet_deploy.bundle import BundleWriter
 from coatnet_deploy.config import ExportConfig
-from coatnet_deploy.export import documents, steps
+from coatnet_deploy.exporting import documents, steps
 from coatnet_deploy.targets.base import EngineJob
 
 Progress = Callable[[str], None]
@@ -27,6 +27,8 @@ MAX_REVISIONS = 1
 
 @dataclass
 class ExportResult:
+    """What ``coatnet_deploy.export`` returns: the committed bundle, its status (PASSED / FAILED) and documents."""
+
     bundle: Path
     status: str
     report: dict[str, Any]
@@ -36,12 +38,32 @@ class ExportResult:
     def passed(self) -> bool:
         return self.status == "PASSED"
 
+    def load(self, threads: int | None = None, max_batch: int | None = None):
+        """The bundle as a torch-free ``Classifier`` (``coatnet_deploy.load``)."""
+        from coatnet_deploy.runtime.classifier import Classifier
+
+        return Classifier.load(self.bundle, threads=threads, max_batch=max_batch)
+
+    def __repr__(self) -> str:
+        p = self.report.get("parity") or {}
+        return (f"ExportResult({self.status}: {self.manifest['model']['name']} -> {self.report.get('target')}/"
+                f"{self.report.get('precision')}, bundle={str(self.bundle)!r}, cosine_min={p.get('cosine_min')}, "
+                f"top1_agreement={p.get('top1_agreement')})")
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the bundle's report.html, in an iframe so its CSS stays out of the notebook's."""
+        import html
+
+        page = (self.bundle / "report.html").read_text(encoding="utf-8")
+        return (f'<iframe title="coatnet-deploy report" style="width:100%;height:640px;border:1px solid #ccc" '
+                f'srcdoc="{html.escape(page, quote=True)}"></iframe>')
+
 
 def _quiet(_: str) -> None:
     pass
 
 
-def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
+def export(cfg: ExportConfig, progress: Progress | None = None, source: Any = None) -> ExportResult:
     """Run the whole export for ``cfg``; returns the committed bundle's path, status and report.
 
     Raises UserError for bad input (nothing is written at ``cfg.output`` then), TargetUnavailable
@@ -49,7 +71,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None) -> ExportResult:
     written with status FAILED and the caller maps it to exit 2.
     """
     say = progress or _quiet
-    plan = steps.preflight(cfg)
+    plan = steps.preflight(cfg, source)
     target = plan.target
     writer = BundleWriter(plan.output)
     with writer, tempfile.TemporaryDirectory(prefix="coatnet-deploy-") as tmp:

@@ -17,15 +17,15 @@ def test_registry_lists_the_builtin_targets_in_order():
     assert targets.names()[:4] == ["onnx", "onnxruntime", "openvino", "tensorrt"]
     assert targets.default_name() == "onnxruntime"
     cells = targets.cells()
-    assert len(cells) == 12 and {c.precision for c in cells} == {"fp32", "fp16", "int8"}
+    assert len(cells) == 13 and {c.precision for c in cells} == {"fp32", "fp16", "int8", "fp8"}
     assert [c.target for c in targets.cells(["openvino"], ["int8"])] == ["openvino"]
 
 
 def test_unknown_target_and_precision_name_the_valid_ones():
     with pytest.raises(UserError, match="unknown target 'tpu': valid targets are onnx, onnxruntime, openvino, tensorrt"):
         targets.get("tpu")
-    with pytest.raises(UserError, match="unknown precision 'fp8'"):
-        targets.get("onnx").cell("fp8")
+    with pytest.raises(UserError, match="unknown precision 'fp4'"):
+        targets.get("onnx").cell("fp4")
 
 
 def test_two_plugins_may_not_share_a_name():

@@ -186,6 +186,32 @@ def tensorrt_status() -> tuple[bool, str]:
     return True, f"TensorRT installed; {probe.reason}"
 
 
+#: FP8 (E4M3) tensor cores: Ada (8.9), Hopper (9.0), Blackwell (10.0, 12.0) and newer
+FP8_MIN_COMPUTE_CAPABILITY = (8, 9)
+
+
+def _cc_tuple(cc: str | None) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(x) for x in str(cc).split("."))
+    except (TypeError, ValueError):
+        return None
+
+
+def fp8_refusal(probe: CudaProbe) -> str | None:
+    """Why this machine's GPU cannot run an FP8 engine (naming the GPU and its compute capability), or None.
+
+    None also when there is no GPU to judge: the caller's CUDA check says that.
+    """
+    if not probe.ok or not probe.devices:
+        return None
+    cc = _cc_tuple(probe.compute_capability)
+    if cc is not None and cc < FP8_MIN_COMPUTE_CAPABILITY:
+        need = ".".join(str(x) for x in FP8_MIN_COMPUTE_CAPABILITY)
+        return (f"FP8 needs compute capability {need} or higher (Ada, Hopper, Blackwell); this GPU, {probe.gpu_name}, "
+                f"is compute capability {probe.compute_capability}")
+    return None
+
+
 def trt_version() -> str:
     """The installed TensorRT version string ("10.3.0"). Imports tensorrt, so only after the probe passed."""
     ok, reason = tensorrt_status()

@@ -1,6 +1,6 @@
 """TensorRT 10/11: plan a build per version, build an engine, run it, write build_engine.sh.
 
-The precision is already in the ONNX (Q/DQ for int8, float16 tensors for fp16), so every build is
+The precision is already in the ONNX (Q/DQ for int8 and fp8, float16 tensors for fp16), so every build is
 a strongly typed network and no precision builder flag is ever set on 10.x or 11.x. That is the
 only mode TensorRT 11 has, and on 10.x it is what makes an engine compute what the ONNX says.
 
@@ -32,7 +32,7 @@ import numpy as np
 from coatnet_deploy.backends.base import Runner
 from coatnet_deploy.errors import TargetUnavailable, UserError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 HARDWARE_COMPAT = ("none", "ampere_plus", "same_compute_capability")
 # trtexec spelling of each level (sampleOptions.cpp: "none", "ampere+", "sameComputeCapability").
 _TRTEXEC_HW = {"ampere_plus": "ampere+", "same_compute_capability": "sameComputeCapability"}
@@ -179,6 +179,12 @@ def plan_build(settings: BuildSettings, trt_version: str) -> BuildPlan:
     notes: list[str] = []
     network_flags: list[str] = []
     builder_flags: list[str] = []
+    if settings.precision == "fp8":
+        if major < 10:
+            # FP8 Q/DQ needs a strongly typed network, which 8.x does not have
+            raise UserError(f"TensorRT {trt_version} cannot build this FP8 engine",
+                            "FP8 Q/DQ needs a strongly typed network (TensorRT 10 or newer)", "use TensorRT 10.x or 11.x")
+        notes.append("FP8 Q/DQ (E4M3): needs a GPU of compute capability 8.9 or higher (Ada, Hopper, Blackwell)")
 
     if major >= 11:
         # docs 11.0 Python API, Core/Builder: STRONGLY_TYPED is "[DEPRECATED] ... Strongly typed mode is
@@ -305,6 +311,12 @@ def build_engine(settings: BuildSettings) -> dict[str, Any]:
     from coatnet_deploy.backends.cuda_probe import probe_cuda
 
     probe = probe_cuda()
+    if settings.precision == "fp8":
+        from coatnet_deploy.backends.cuda_probe import fp8_refusal
+
+        refusal = fp8_refusal(probe)
+        if refusal is not None:
+            raise TargetUnavailable("this GPU cannot build an FP8 engine", refusal, "build on an FP8 GPU (or export --precision int8)")
     plan = plan_build(settings, trt.__version__)
     if not settings.onnx_path.is_file():
         raise UserError(f"ONNX model not found: {settings.onnx_path}", None, "export the ONNX first")
@@ -606,6 +618,21 @@ class TensorRTRunner(Runner):
 # --------------------------------------------------------------------------------------------
 # build_engine.sh
 # --------------------------------------------------------------------------------------------
+# An FP8 bundle refuses a GPU below compute capability 8.9 in one line, before trtexec (nvidia-smi's
+# compute_cap field arrived in driver 510; without it the check is left to TensorRT).
+_FP8_CHECK = r"""
+if command -v nvidia-smi >/dev/null 2>&1; then
+    gpu=$(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>/dev/null | head -n 1 || true)
+    cc=${gpu##*, }
+    case "$cc" in
+        [0-9]*.[0-9]*)
+            if [ "${cc%%.*}" -lt 8 ] || { [ "${cc%%.*}" -eq 8 ] && [ "${cc#*.}" -lt 9 ]; }; then
+                die "FP8 needs compute capability 8.9 or higher (Ada, Hopper, Blackwell); this GPU, ${gpu%, *}, is compute capability $cc"
+            fi ;;
+    esac
+fi
+"""
+
 _SCRIPT = r"""#!/usr/bin/env bash
 # Build model.engine from model.onnx with this device's TensorRT, then check parity.
 # Written by coatnet-deploy; engines are tied to the GPU model and TensorRT version, so build here.
@@ -652,6 +679,7 @@ case "$version" in
 esac
 
 echo "TensorRT $version (major $major), trtexec: $TRTEXEC"
+@FP8_CHECK@
 rm -f model.engine  # never leave a stale engine that looks like this build's
 case "$major" in
 @CASES@
@@ -689,6 +717,7 @@ def write_build_script(bundle_dir: str | Path, settings: BuildSettings, trt_vers
         comment = "\n".join(f"        # {n}" for n in plan.notes)
         cases.append(f"    {pattern})\n{comment + chr(10) if comment else ''}        {line}\n        ;;")
     text = _SCRIPT.replace("@SHAPE@", f"{local.input_name}:{_dims(local.shape(local.opt_batch))}")
+    text = text.replace("@FP8_CHECK@\n", _FP8_CHECK.lstrip("\n") if settings.precision == "fp8" else "")
     text = text.replace("@CASES@", "\n".join(cases)).replace("@SUPPORTED@", ", ".join(f"{m}.x" for m in majors))
     bundle_dir.mkdir(parents=True, exist_ok=True)
     path = bundle_dir / "build_engine.sh"

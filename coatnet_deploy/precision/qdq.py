@@ -351,6 +351,10 @@ def check_qdq_rules(onnx_path) -> list[str]:
             src, sdt = const(n.input[0])
             if src is not None and sdt != TensorProto.INT8:
                 v.append(f"{where}: dequantizes a {TensorProto.DataType.Name(sdt)} constant (int32 bias?)")
+            q_in = producer[n.input[0]].input[0] if n.input[0] in producer and producer[n.input[0]].op_type == "QuantizeLinear" else None
+            if src is None and q_in in inits:
+                # a float weight initializer quantized in the graph (ModelOpt's initializer -> Q -> DQ): TensorRT folds the Q
+                src, _ = const(q_in)
             users = consumers.get(n.output[0], [])
             if not users:
                 v.append(f"{where}: output unused")

@@ -16,8 +16,8 @@ class Recipe:
     """How a target's precision gets into the ONNX graph its engine is built from.
 
     ``kind``: "float" (the float32 graph itself; the engine may still store weights in fp16),
-    "fp16" (the float16 graph pass) or "int8" (explicit Q/DQ by the precision plan).
-    For "int8": ``plan_options`` go to ``precision.plan.plan_from_onnx`` and ``quantize`` writes the
+    "fp16" (the float16 graph pass), "int8" or "fp8" (explicit Q/DQ by the precision plan).
+    For "int8" and "fp8": ``plan_options`` go to ``precision.plan.plan_from_onnx`` and ``quantize`` writes the
     Q/DQ file: ``quantize(graph, dst, calibration, plan, calibrate_method=..., seed=...) -> QuantResult``.
     ``details`` is what the manifest says about the format (``precision_details``).
     """
@@ -79,6 +79,49 @@ def ort_cpu_qdq_recipe(reduce_range: bool, device: str | None = None, **plan_opt
                                    "float_graph_passes": "onnxruntime basic (Conv+BatchNorm folding, constant folding)"},
                   plan_options=dict(plan_options), quantize=partial(qdq_from_onnx, reduce_range=reduce_range, fmt="onnxruntime-cpu"),
                   prepare=_ort_basic_graph)
+
+
+#: the INT8 quantizers of the targets that feed TensorRT (``tensorrt.quantizer``, ``onnx.quantizer``)
+QUANTIZERS = ("auto", "modelopt", "rules")
+
+
+def modelopt_qdq_recipe(mode: str = "int8", calibrate_method: str = "minmax", **plan_options: Any) -> Recipe:
+    """Explicit Q/DQ by NVIDIA ModelOpt (``precision.modelopt_ptq``): "int8" or "fp8" (E4M3).
+
+    Needs the ``modelopt`` extra; ``precision_details`` names the quantizer, its version and its settings.
+    """
+    from coatnet_deploy.precision import modelopt_ptq as mo
+
+    details = {"kind": f"{mode} Q/DQ", "format": "modelopt", "quantizer": "nvidia-modelopt",
+               "quantizer_version": mo.installed_version(), "settings": mo.settings(mode, calibrate_method),
+               "rules": "ModelOpt's TensorRT placement: Conv/MatMul inputs (attention MatMuls included) and the "
+                        "Add/pool/norm inputs TensorRT fuses; the plan's float nodes excluded",
+               "reduce_range": False}
+    return Recipe(mode, details=details, plan_options=dict(plan_options), quantize=partial(mo.modelopt_qdq_from_onnx, mode=mode))
+
+
+def tensorrt_int8_recipe(quantizer: str = "auto", calibrate_method: str = "minmax", **plan_options: Any) -> Recipe:
+    """INT8 for a TensorRT-bound graph: ModelOpt's Q/DQ (``quantizer`` "modelopt", or "auto" with the
+    ``modelopt`` extra installed) or the project's TensorRT rules ("rules", or "auto" without it).
+
+    "auto" picks ModelOpt by measurement (docs/INT8.md: same held-out accuracy as the rules on the
+    digits model, and TensorRT's own fusion-aware placement); ``details["quantizer_choice"]`` says why.
+    """
+    from coatnet_deploy.errors import TargetUnavailable, UserError
+    from coatnet_deploy.precision import modelopt_ptq as mo
+
+    if quantizer not in QUANTIZERS:
+        raise UserError(f"unknown quantizer '{quantizer}'", f"valid quantizers are {', '.join(QUANTIZERS)}", "fix the export config")
+    if quantizer == "rules" or (quantizer == "auto" and not mo.available()):
+        recipe = tensorrt_qdq_recipe(**plan_options)
+        why = "asked for (quantizer: rules)" if quantizer == "rules" else f"nvidia-modelopt not installed ({mo.INSTALL_HINT})"
+        recipe.details.update({"quantizer": "tensorrt-rules", "quantizer_choice": f"{quantizer}: tensorrt-rules, {why}"})
+        return recipe
+    if not mo.available():
+        raise TargetUnavailable("quantizer: modelopt needs nvidia-modelopt", "it is not installed here", mo.INSTALL_HINT)
+    recipe = modelopt_qdq_recipe("int8", calibrate_method, **plan_options)
+    recipe.details["quantizer_choice"] = f"{quantizer}: nvidia-modelopt" + (", installed" if quantizer == "auto" else "")
+    return recipe
 
 
 def default_recipe(precision: str) -> Recipe:

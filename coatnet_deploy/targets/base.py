@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from coatnet_deploy.config import ExportConfig
     from coatnet_deploy.precision.plan import PrecisionPlan
 
-PRECISIONS = ("fp32", "fp16", "int8")
+#: fp8: FP8 (E4M3) Q/DQ, for the GPUs that run it (TensorRT on compute capability 8.9+)
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,12 @@ class Target:
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision '{precision}'", f"valid precisions are {', '.join(PRECISIONS)}", "pass one of them with --precision")
         if precision not in self.cells:
-            raise UserError(f"{self.name} does not support {precision}", f"it supports {', '.join(self.cells)}", "choose another --precision")
+            from coatnet_deploy import targets
+
+            offered = [t.name for t in targets.all_targets() if precision in t.cells]
+            where = f"; {precision} is offered by --target {' and '.join(offered)}" if offered else ""
+            raise UserError(f"{self.name} does not support {precision}", f"it supports {', '.join(self.cells)}{where}",
+                            "choose another --precision or --target")
         artifacts, how = self.cells[precision]
         return Cell(self.name, precision, artifacts, how)
 

@@ -1,7 +1,9 @@
 """Target ``onnx``: the portable precision-carrying ONNX itself, checked on ONNX Runtime.
 
 The bundle's engine is ``model.onnx``: the float32 graph, the float16 graph (TensorRT 11 ready) or
-the Q/DQ graph by TensorRT's rules, for any runtime that reads ONNX.
+the Q/DQ graph by TensorRT's rules, for any runtime that reads ONNX. When the ONNX is meant for
+TensorRT, ``onnx: {quantizer: modelopt}`` makes its INT8 Q/DQ NVIDIA ModelOpt's (the ``modelopt``
+extra), as the tensorrt target's is.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coatnet_deploy.targets import register
-from coatnet_deploy.targets.base import EngineBuild, EngineJob, Target
+from coatnet_deploy.targets.base import EngineBuild, EngineJob, Option, Target
 
 
 @register
@@ -26,6 +28,19 @@ class OnnxTarget(Target):
         "fp16": ("model.onnx", "float16 graph, LayerNorm/Softmax/reductions in float32 (TensorRT 11 ready)"),
         "int8": ("model.onnx", "explicit Q/DQ: symmetric int8, per-channel weights (TensorRT ready)"),
     }
+    options = {
+        "quantizer": Option((str,), "rules", "int8 Q/DQ by: rules (precision/qdq.py, portable) | modelopt (NVIDIA ModelOpt, "
+                            "for an ONNX meant for TensorRT; the modelopt extra) | auto (modelopt when installed)",
+                            choices=("rules", "modelopt", "auto")),
+    }
+
+    def recipe(self, precision: str, cfg):
+        from coatnet_deploy.precision import recipes
+
+        if precision == "int8":
+            quantizer = self.option_values(cfg.target_options.get(self.name))["quantizer"]
+            return recipes.tensorrt_int8_recipe(quantizer, cfg.calibrate_method)
+        return recipes.default_recipe(precision)
 
     def build(self, job: EngineJob) -> EngineBuild:
         from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner

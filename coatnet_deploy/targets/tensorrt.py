@@ -1,7 +1,8 @@
 """Target ``tensorrt``: a TensorRT engine (10.x or 11.x) built from the precision-carrying ONNX.
 
-The precision lives in the ONNX (float16 tensors, Q/DQ by TensorRT's rules), so every build is a
-strongly typed network. Engines are tied to the GPU model and the TensorRT version that built them:
+The precision lives in the ONNX (float16 tensors; INT8 Q/DQ by NVIDIA ModelOpt when the ``modelopt``
+extra is installed, else by TensorRT's rules; FP8 Q/DQ by ModelOpt), so every build is a strongly
+typed network. FP8 needs a GPU of compute capability 8.9 or higher (Ada, Hopper, Blackwell). Engines are tied to the GPU model and the TensorRT version that built them:
 ``--defer-build`` writes the bundle with ``model.onnx`` and ``build_engine.sh`` and leaves the build
 to the device; until then the bundle runs its ONNX on ONNX Runtime. Nothing touches TensorRT before
 the CUDA probe (``backends.cuda_probe``) says a driver is alive.
@@ -16,6 +17,7 @@ from coatnet_deploy.errors import TargetUnavailable, UserError
 from coatnet_deploy.targets import register
 from coatnet_deploy.targets.base import Availability, EngineBuild, EngineJob, Option, Target
 
+FP8_NOTE = "FP8 engines need compute capability >= 8.9 (Ada, Hopper, Blackwell)"
 DEFERRED_NOTE = "engine not built here: run build_engine.sh on the device, then `coatnet-deploy parity` there"
 
 
@@ -29,7 +31,10 @@ class TensorRTTarget(Target):
     cells = {
         "fp32": ("model.engine + build_engine.sh", "strongly typed float32 network"),
         "fp16": ("model.engine + build_engine.sh", "precision from the float16 ONNX (strongly typed)"),
-        "int8": ("model.engine + build_engine.sh", "precision from the Q/DQ ONNX (strongly typed)"),
+        "int8": ("model.engine + build_engine.sh", "precision from the Q/DQ ONNX (strongly typed): ModelOpt's with the "
+                 "modelopt extra, else TensorRT rules"),
+        "fp8": ("model.engine + build_engine.sh", "FP8 Q/DQ ONNX by NVIDIA ModelOpt (strongly typed); needs compute "
+                "capability >= 8.9 (Ada, Hopper, Blackwell)"),
     }
     options = {
         "workspace_mb": Option((int,), 2048, "builder scratch memory pool in MiB"),
@@ -37,9 +42,19 @@ class TensorRTTarget(Target):
         "timing_cache": Option((str, type(None)), None, "timing cache file, reused across builds"),
         "hardware_compat": Option((str,), "none", "none | ampere_plus | same_compute_capability"),
         "version_compatible": Option((bool,), False, "true: loads on newer TensorRT of the same major version"),
+        "quantizer": Option((str,), "auto", "int8 Q/DQ by: auto (NVIDIA ModelOpt when the modelopt extra is installed, "
+                            "else rules) | modelopt | rules (precision/qdq.py); fp8 is always ModelOpt's",
+                            choices=("auto", "modelopt", "rules")),
     }
 
     def availability(self, precision: str, defer_build: bool = False) -> Availability:
+        avail = self._availability(precision, defer_build)
+        if precision == "fp8" and "compute capability" not in avail.reason:
+            # `targets` says what an FP8 engine needs, whatever this machine has
+            avail = Availability(avail.ok, f"{avail.reason}; {FP8_NOTE}", avail.deferred)
+        return avail
+
+    def _availability(self, precision: str, defer_build: bool = False) -> Availability:
         import importlib.util
 
         self.cell(precision)
@@ -47,12 +62,36 @@ class TensorRTTarget(Target):
             return Availability(False, "onnxruntime is needed to check the precision-carrying ONNX")
         from coatnet_deploy.backends.cuda_probe import tensorrt_status
 
+        if precision == "fp8":
+            from coatnet_deploy.precision import modelopt_ptq
+
+            if not modelopt_ptq.available():
+                return Availability(False, f"FP8 Q/DQ comes from NVIDIA ModelOpt, which is not installed ({modelopt_ptq.INSTALL_HINT})")
         ok, reason = tensorrt_status()
+        if ok and precision == "fp8":
+            from coatnet_deploy.backends.cuda_probe import fp8_refusal, probe_cuda
+
+            refusal = fp8_refusal(probe_cuda())
+            if refusal is not None:
+                if defer_build:
+                    return Availability(True, f"engine build deferred to the device ({refusal})", deferred=True)
+                return Availability(False, f"{refusal}; use --defer-build to build the engine on an FP8 GPU")
         if ok:
             return Availability(True, reason)
         if defer_build:
             return Availability(True, f"engine build deferred to the device ({reason})", deferred=True)
         return Availability(False, f"{reason}; use --defer-build to write the bundle and build the engine on the device")
+
+    def recipe(self, precision: str, cfg):
+        """int8: ModelOpt's Q/DQ or TensorRT rules (option ``quantizer``); fp8: ModelOpt's FP8 Q/DQ."""
+        from coatnet_deploy.precision import recipes
+
+        if precision == "int8":
+            quantizer = self.option_values(cfg.target_options.get(self.name))["quantizer"]
+            return recipes.tensorrt_int8_recipe(quantizer, cfg.calibrate_method)
+        if precision == "fp8":
+            return recipes.modelopt_qdq_recipe("fp8", cfg.calibrate_method)
+        return recipes.default_recipe(precision)
 
     def settings(self, cfg, options: dict[str, Any], batch: tuple[int, int, int], image_size: int, bundle_dir: Path):
         from coatnet_deploy.backends import tensorrt as trt_backend

@@ -40,7 +40,7 @@ def export(model: ModelArg = None, target: Optional[str] = None, precision: Opti
            name: Optional[str] = None, labels: Union[PathLike, Sequence[str], None] = None,
            image_size: Optional[int] = None, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
            interpolation: Optional[str] = None, crop_pct: Optional[float] = None, crop_mode: Optional[str] = None,
-           **options: Any) -> "ExportResult":
+           **options: Any) -> ExportResult:
     """Export a model to a checked bundle; the same job as ``coatnet-deploy export``.
 
     ``model``: a variant name (``coatnet-deploy models``), a weights path or folder (anything
@@ -68,7 +68,9 @@ def export(model: ModelArg = None, target: Optional[str] = None, precision: Opti
     from coatnet_deploy.shipped import resolve_config
 
     module = model if _is_module(model) else None
-    given = {"target": target, "precision": precision, "calibration": _fspath(calibration), **options}
+    # paths may be Path objects here (the config tables take the strings a file or a flag holds)
+    given = {"target": target, "precision": precision, "calibration": _fspath(calibration),
+             **{k: _fspath(v) for k, v in options.items()}}
     source = None
     if module is not None:
         source = _module_source(module, name=name, labels=labels, image_size=image_size, mean=mean, std=std,
@@ -103,7 +105,7 @@ def export(model: ModelArg = None, target: Optional[str] = None, precision: Opti
 
 
 def load(bundle: PathLike, threads: Optional[int] = None, max_batch: Optional[int] = None,
-         any_cpu: bool = False) -> "Classifier":
+         any_cpu: bool = False) -> Classifier:
     """A bundle directory -> a verified, ready :class:`~coatnet_deploy.runtime.classifier.Classifier`
     (torch-free: what a device runs). See ``Classifier.load`` for the arguments."""
     from coatnet_deploy.runtime.classifier import Classifier
@@ -112,7 +114,7 @@ def load(bundle: PathLike, threads: Optional[int] = None, max_batch: Optional[in
 
 
 def compare_bundles(old: PathLike, new: PathLike, *, progress: Union[bool, Callable[[str], None]] = False,
-                    **options: Any) -> "CompareResult":
+                    **options: Any) -> CompareResult:
     """Regression of bundle ``new`` against bundle ``old`` of one task: ``coatnet-deploy compare OLD NEW``.
 
     ``options`` (``regression.COMPARE_FIELDS``): ``images``, ``eval_images``, the budgets ``max_disagreement``

@@ -49,6 +49,7 @@ COMPARE_FIELDS = {
     "threads": Field((int, type(None)), "runtime threads", minimum=1),
     "output": Field((str, type(None)), "folder for compare.json/.md/.html (None: write nothing)"),
     "min_time_s": Field((int, float), "timed seconds per batch size (both engines together)", minimum=0),
+    "max_time_s": Field((int, float), "wall-clock limit per batch size (warm-up and waits included)", minimum=0),
     "any_cpu": Field((bool,), "run bundles whose device profile needs what this CPU lacks"),
 }
 
@@ -65,6 +66,7 @@ class CompareSpec:
     threads: int | None = None
     output: str | None = None
     min_time_s: float = 1.0
+    max_time_s: float = 30.0
     any_cpu: bool = False
 
     @classmethod
@@ -332,7 +334,7 @@ def _latency(o: _Side, n: _Side, x: np.ndarray, spec: CompareSpec, progress) -> 
         return out
     _say(progress, f"[compare] timing both engines at batch {', '.join(map(str, batches))}")
     o.runner.name, n.runner.name = "old", "new"
-    config = BenchConfig(min_time_s=float(spec.min_time_s), max_time_s=max(30.0, 4 * float(spec.min_time_s)))
+    config = BenchConfig(min_time_s=float(spec.min_time_s), max_time_s=float(spec.max_time_s))
     timings = time_interleaved({"old": o.runner, "new": n.runner}, x, batches, config)
     for b, t in timings.items():
         ro, rn = t.results["old"], t.results["new"]

@@ -299,3 +299,30 @@ def test_modelopt_refuses_a_calibration_method_it_does_not_offer(digits, tmp_pat
 
     with pytest.raises(UserError, match="calibrate_method 'percentile' is not offered by ModelOpt"):
         export(_cfg(digits, "tensorrt", "fp8", tmp_path / "b", defer_build=True, calibrate_method="percentile"))
+
+
+# -- on a machine with an NVIDIA GPU and TensorRT (pytest -m tensorrt tests/test_modelopt.py; docs/TENSORRT.md) ----
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_digits_engine_built_and_checked_on_the_gpu(digits, tmp_path, precision):
+    """The real engine from ModelOpt's Q/DQ: built, parity-checked and evaluated on the held-out digits on
+    the GPU. Below compute capability 8.9 the FP8 build is refused in one line naming the GPU."""
+    from coatnet_deploy.backends.cuda_probe import probe_cuda, tensorrt_status
+    from coatnet_deploy.errors import TargetUnavailable
+    from coatnet_deploy.exporting import export
+
+    ok, reason = tensorrt_status()
+    if not ok:
+        pytest.skip(reason)
+    refusal = fp8_refusal(probe_cuda()) if precision == "fp8" else None
+    cfg = _cfg(digits, "tensorrt", precision, tmp_path / "b", eval_images=str(digits[1]))
+    if refusal is not None:
+        with pytest.raises(TargetUnavailable, match="FP8 needs compute capability 8.9"):
+            export(cfg)
+        return
+    res = export(cfg)
+    acc = res.report["accuracy"]
+    assert res.status == "PASSED" and not res.manifest["engine"]["deferred"], res.report["parity"]
+    assert res.manifest["engine"]["strongly_typed"] and res.manifest["precision_details"]["format"] == "modelopt"
+    assert acc["images"] == 540 and acc["drop_top1"] <= BUDGET[precision] and acc["top1_agreement"] >= MIN_AGREEMENT, acc

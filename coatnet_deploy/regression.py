@@ -154,21 +154,25 @@ def compare_bundles(old: str | os.PathLike, new: str | os.PathLike, spec: Compar
         for s in sides:
             s.runner.activate()
         inputs = _union(o, n)
-        if spec.images:
-            inputs += _image_inputs(spec.images, o, n)
+        if spec.images:  # a photo the golden sets already hold (same tensors) runs once
+            held = {(_digest(i.x_old), _digest(i.x_new)) for i in inputs}
+            inputs += [i for i in _image_inputs(spec.images, o, n) if (_digest(i.x_old), _digest(i.x_new)) not in held]
         _say(progress, f"[compare] running both engines on {len(inputs)} inputs")
         x_old = np.stack([i.x_old for i in inputs])
         x_new = np.stack([i.x_new for i in inputs])
         out_old, out_new = o.infer(x_old), n.infer(x_new)
-        data["inputs"] = {"total": len(inputs), "images": sum(i.is_image for i in inputs),
+        data["own_reference"] = {s.role: _own_reference(s, out, inputs) for s, out in ((o, out_old), (n, out_new))}
+        names, images = [i.name for i in inputs], [i.is_image for i in inputs]
+        if spec.eval_images:  # labelled real images: accuracy, and more images for the agreement
+            _say(progress, f"[compare] accuracy on {spec.eval_images}")
+            data["accuracy"], eval_names, eval_old, eval_new = _accuracy(spec.eval_images, o, n)
+            out_old, out_new = np.concatenate([out_old, eval_old]), np.concatenate([out_new, eval_new])
+            names, images = names + eval_names, images + [True] * len(eval_names)
+        data["inputs"] = {"total": len(names), "images": sum(images),
                           "golden_old": len(o.golden["inputs"]), "golden_new": len(n.golden["inputs"]),
                           "shared_golden": sum(i.origin == "both" for i in inputs), "extra_images": sum(i.origin == "images" for i in inputs),
-                          "names": [i.name for i in inputs]}
-        data["agreement"] = _agreement(out_old, out_new, [i.is_image for i in inputs])
-        data["own_reference"] = {s.role: _own_reference(s, out, inputs) for s, out in ((o, out_old), (n, out_new))}
-        if spec.eval_images:
-            _say(progress, f"[compare] accuracy on {spec.eval_images}")
-            data["accuracy"] = _accuracy(spec.eval_images, o, n)
+                          "eval_images": len(names) - len(inputs), "names": names}
+        data["agreement"] = _agreement(out_old, out_new, images)
         data["latency"] = _latency(o, n, x_old, spec, progress) if spec.timing else None
     finally:
         for s in sides:
@@ -303,23 +307,37 @@ def _own_reference(side: _Side, out: np.ndarray, inputs: list[_Input]) -> dict[s
         "cosine_min", "cosine_mean", "max_abs_err", "top1_agreement", "top5_agreement", "failed_gates") if k in d}}
 
 
-def _accuracy(folder: str, o: _Side, n: _Side) -> dict[str, Any]:
+def _accuracy(folder: str, o: _Side, n: _Side) -> tuple[dict[str, Any], list[str], np.ndarray, np.ndarray]:
+    """Both engines' top-1/top-5 on an ImageFolder tree -> (figures, names, old logits, new logits) over the
+    images both could read (each preprocessed as its bundle says)."""
     from coatnet_deploy.calibration import EvalSet
     from coatnet_deploy.compare import accuracy
     from coatnet_deploy.preprocess import PreprocessConfig
 
-    out = {}
+    out: dict[str, Any] = {}
+    logits: dict[str, dict[str, np.ndarray]] = {}
     for s in (o, n):
         ev = EvalSet(folder, PreprocessConfig.from_dict(s.manifest["preprocess"]), labels=s.manifest["model"].get("labels"))
-        logits, ys = [], []
+        chunks, ys = [], []
         for xb, yb in ev.batches(s.max_batch):
-            logits.append(s.infer(xb))
+            chunks.append(s.infer(xb))
             ys.append(yb)
-        top1, top5 = accuracy(np.concatenate(logits), np.concatenate(ys))
-        out[s.role] = {"images": int(sum(len(y) for y in ys)), "top1": top1, "top5": top5, "skipped": len(ev.skipped)}
+        y, z = np.concatenate(ys), np.concatenate(chunks)
+        skipped = {p for p, _ in ev.skipped}
+        read = [p for p, _ in ev.samples if str(p) not in skipped]
+        keys = [f"eval:{Path(p).parent.name}/{Path(p).name}" for p in read]
+        logits[s.role] = dict(zip(keys, z))
+        top1, top5 = accuracy(z, y)
+        out[s.role] = {"images": int(len(y)), "top1": top1, "top5": top5, "skipped": len(ev.skipped)}
     out["drop_top1"] = round(out["old"]["top1"] - out["new"]["top1"], 4)
     out["drop_top5"] = round(out["old"]["top5"] - out["new"]["top5"], 4)
-    return out
+    both = [k for k in logits["old"] if k in logits["new"]]
+    classes = int(o.manifest["model"]["num_classes"])
+
+    def stacked(role: str) -> np.ndarray:
+        return np.stack([logits[role][k] for k in both]) if both else np.zeros((0, classes), np.float32)
+
+    return out, both, stacked("old"), stacked("new")
 
 
 def _latency(o: _Side, n: _Side, x: np.ndarray, spec: CompareSpec, progress) -> dict[str, Any]:

@@ -34,7 +34,8 @@ def build_compare_view(data: dict[str, Any]) -> ReportView:
 
 def _inputs_text(inputs: dict[str, Any]) -> str:
     return (f"{inputs['total']} ({inputs['images']} real images; golden sets of {inputs['golden_old']} and "
-            f"{inputs['golden_new']}, {inputs['shared_golden']} shared; {inputs['extra_images']} from --images)")
+            f"{inputs['golden_new']}, {inputs['shared_golden']} shared; {inputs['extra_images']} from --images, "
+            f"{inputs.get('eval_images', 0)} from --eval-images)")
 
 
 def _warnings(data: dict[str, Any]) -> Section | None:

@@ -287,3 +287,38 @@ def test_import_stays_torch_free_and_the_api_is_typed():
     sig = inspect.signature(coatnet_deploy.export)
     assert list(sig.parameters)[:4] == ["model", "target", "precision", "calibration"]
     assert sig.return_annotation == "ExportResult"
+
+
+USER_SCRIPT = '''
+import coatnet_deploy
+from coatnet_deploy import UserError
+
+res = coatnet_deploy.export("coatnet_tiny", target="onnxruntime", precision="int8", calibration="imgs/")
+report_path = res.bundle / "report.json"
+ok: bool = res.passed
+clf = coatnet_deploy.load(res.bundle, threads=2)
+label: str = clf.classify(["a.jpg"], topk=3)[0][0].label
+diff = coatnet_deploy.compare_bundles("released", res.bundle, max_drop=0.5)
+within: bool = diff.passed
+try:
+    coatnet_deploy.load(res.bundle)
+except UserError as e:
+    code: int = e.exit_code
+'''
+
+
+def test_a_type_checker_reads_the_api(tmp_path):
+    """py.typed: mypy follows the package's annotations in a user's script, and catches a misuse of them."""
+    pytest.importorskip("mypy", reason="mypy is a dev dependency")
+    good = tmp_path / "good.py"
+    good.write_text(USER_SCRIPT)
+    bad = tmp_path / "bad.py"
+    bad.write_text(USER_SCRIPT + "wrong: int = res.bundle\nclf.classify(3)\n")
+    cmd = [sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent", "--no-incremental",
+           "--cache-dir", str(tmp_path / "cache")]
+    env = {**__import__("os").environ, "MYPYPATH": str(REPO)}
+    proc = subprocess.run([*cmd, str(good)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout
+    proc = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1 and 'expression has type "Path", variable has type "int"' in proc.stdout, proc.stdout
+    assert "classify" in proc.stdout and "Sequence" in proc.stdout, proc.stdout

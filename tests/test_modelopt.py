@@ -131,6 +131,18 @@ def test_the_rules_recipe_is_chosen_by_config_and_says_so():
     assert targets.get("onnx").recipe("int8", onnx_cfg).details["format"] == "tensorrt-rules"  # portable by default
 
 
+def test_the_report_says_which_quantizer_ran():
+    from coatnet_deploy.config import make_config
+    from coatnet_deploy.report import render_markdown
+    from coatnet_deploy.targets.tensorrt import quantizer_section
+
+    cfg = make_config(None, {"target": "tensorrt", "precision": "int8", "tensorrt": {"quantizer": "rules"}})
+    manifest = {"target": "tensorrt", "precision": "int8", "precision_details": targets.get("tensorrt").recipe("int8", cfg).details}
+    md = render_markdown({"target": "tensorrt", "precision": "int8"}, manifest, extra_sections=quantizer_section(manifest))
+    assert "## Quantizer" in md and "INT8 Q/DQ by the project's TensorRT rules" in md and "asked for (quantizer: rules)" in md
+    assert quantizer_section({"precision": "fp32", "precision_details": {}}) == []
+
+
 @pytest.mark.skipif(modelopt_ptq.available(), reason="checks the machine without the modelopt extra")
 def test_without_the_extra_int8_keeps_the_rules_recipe_and_fp8_names_the_extra(capsys, tmp_path):
     from coatnet_deploy.config import make_config
@@ -244,6 +256,8 @@ def test_digits_tensorrt_bundle_from_modelopt_stays_within_budget(bundles, heldo
     assert figures["agreement"] >= MIN_AGREEMENT, figures
     engine = res.manifest["engine"]
     assert engine["deferred"] and engine["build_plans"]["10"]["network_flags"] == ["STRONGLY_TYPED"]
+    report_md = (res.bundle / "report.md").read_text()
+    assert f"{precision.upper()} Q/DQ by NVIDIA ModelOpt {modelopt_ptq.MODELOPT_VERSION}" in report_md
     script = (res.bundle / "build_engine.sh").read_text()
     assert ("FP8 needs compute capability 8.9" in script) == (precision == "fp8")
 

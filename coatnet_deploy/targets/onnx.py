@@ -50,6 +50,11 @@ class OnnxTarget(Target):
         return EngineBuild(engine={"runtime": "onnxruntime", "files": ["model.onnx"]},
                            runner=lambda: OnnxRuntimeRunner(str(path), threads=threads))
 
+    def report_sections(self, report: dict[str, Any], manifest: dict[str, Any]) -> list[Any]:
+        from coatnet_deploy.targets.tensorrt import quantizer_section
+
+        return quantizer_section(manifest)
+
     def open_runner(self, bundle: Path, manifest: dict[str, Any], threads: int | None = None, mode: str = "latency"):
         self.need_module()
         from coatnet_deploy.backends.onnxrt import OnnxRuntimeRunner

@@ -21,6 +21,31 @@ FP8_NOTE = "FP8 engines need compute capability >= 8.9 (Ada, Hopper, Blackwell)"
 DEFERRED_NOTE = "engine not built here: run build_engine.sh on the device, then `coatnet-deploy parity` there"
 
 
+def quantizer_section(manifest: dict[str, Any]) -> list[Any]:
+    """report.md / report.html: which quantizer wrote the Q/DQ graph (ModelOpt or the rules), why, and its settings."""
+    details = manifest.get("precision_details") or {}
+    if details.get("kind") not in ("int8 Q/DQ", "fp8 Q/DQ"):
+        return []
+    from coatnet_deploy.report import Section
+    from coatnet_deploy.report.blocks import code, para
+
+    precision = str(manifest.get("precision", "")).upper()
+    if details.get("format") == "modelopt":
+        who = f"NVIDIA ModelOpt {details.get('quantizer_version') or ''}".strip()
+        settings = details.get("settings") or {}
+        how = [", ".join(f"{k}={v}" for k, v in settings.items())]
+    else:
+        who = "the project's TensorRT rules (precision/qdq.py, checked by check_qdq_rules)"
+        how = [details.get("rules", "")]
+    parts = [f"{precision} Q/DQ by {who}."]
+    if details.get("quantizer_choice"):
+        parts.append(f" Chosen: {details['quantizer_choice']}.")
+    blocks = [para(*parts), para("Settings: ", code(how[0]))]
+    if manifest.get("precision") == "fp8":
+        blocks.append(para(f"{FP8_NOTE}; a GPU below that refuses the build (build_engine.sh, export) naming itself.", style="note"))
+    return [Section("quantizer", "Quantizer", blocks)]
+
+
 @register
 class TensorRTTarget(Target):
     name = "tensorrt"
@@ -123,6 +148,9 @@ class TensorRTTarget(Target):
         engine_path = job.bundle_dir / "model.engine"
         return EngineBuild(engine=eng, runner=lambda: trt_backend.TensorRTRunner(str(engine_path), eng),
                            versions={"tensorrt": str(meta.get("tensorrt_version", ""))})
+
+    def report_sections(self, report: dict[str, Any], manifest: dict[str, Any]) -> list[Any]:
+        return quantizer_section(manifest)
 
     def open_runner(self, bundle: Path, manifest: dict[str, Any], threads: int | None = None, mode: str = "latency"):
         root = Path(bundle)

@@ -81,6 +81,22 @@ def test_fp8_build_plans_are_strongly_typed_and_need_tensorrt_10():
         plan_build(s, "8.6.1")
 
 
+def test_the_shipped_fp8_config_plans_for_tensorrt_10_and_11():
+    import yaml
+
+    from coatnet_deploy.config import load_config_file
+
+    cfg = load_config_file(REPO / "export_configs" / "tensorrt-fp8.yaml")
+    assert cfg["target"] == "tensorrt" and cfg["precision"] == "fp8"
+    s = BuildSettings.from_batch_string(cfg["batch"], onnx_path="model.onnx", engine_path="model.engine",
+                                        image_size=cfg["image_size"], precision="fp8", **cfg["tensorrt"])
+    for v in ("10.3.0", "11.4.0"):
+        plan_build(s, v)
+    with pytest.raises(UserError, match="ampere_plus cannot hold an FP8 engine"):
+        BuildSettings(onnx_path="model.onnx", engine_path="model.engine", precision="fp8", hardware_compat="ampere_plus")
+    assert yaml.safe_load((REPO / "export_configs" / "tensorrt-fp8.yaml").read_text()) == cfg
+
+
 def _run_script(bundle: Path, gpu_line: str) -> subprocess.CompletedProcess:
     bin_dir = bundle / "fakebin"
     bin_dir.mkdir(exist_ok=True)

@@ -96,6 +96,10 @@ class BuildSettings:
         if self.hardware_compat not in HARDWARE_COMPAT:
             raise UserError(f"unknown tensorrt.hardware_compat '{self.hardware_compat}'",
                             f"valid values are {', '.join(HARDWARE_COMPAT)}", "fix the export config")
+        if self.precision == "fp8" and self.hardware_compat == "ampere_plus":
+            raise UserError("tensorrt.hardware_compat ampere_plus cannot hold an FP8 engine",
+                            "FP8 kernels need compute capability 8.9 or higher, and Ampere (8.0-8.7) has none",
+                            "use hardware_compat none or same_compute_capability")
         if not 0 <= int(self.opt_level) <= 5:
             raise UserError(f"tensorrt.opt_level {self.opt_level} is out of range", "builder_optimization_level is 0 to 5 (default 3)", "fix the export config")
         if int(self.workspace_mb) < 1:

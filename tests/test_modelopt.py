@@ -324,11 +324,21 @@ def test_rules_quantizer_and_onnx_target_choice(bundles, heldout):
 
 
 @pytest.mark.modelopt
-def test_modelopt_refuses_a_calibration_method_it_does_not_offer(digits, tmp_path):
-    from coatnet_deploy.exporting import export
-
-    with pytest.raises(UserError, match="calibrate_method 'percentile' is not offered by ModelOpt"):
-        export(_cfg(digits, "tensorrt", "fp8", tmp_path / "b", defer_build=True, calibrate_method="percentile"))
+@pytest.mark.parametrize("target, precision", [("tensorrt", "fp8"), ("tensorrt", "int8"), ("onnx", "int8")])
+def test_modelopt_refuses_a_calibration_method_it_does_not_offer(capsys, tmp_path, target, precision):
+    _need_modelopt()
+    out = tmp_path / "b"
+    extra = ["--defer-build"] if target == "tensorrt" else []
+    args = ["export", "--model", "coatnet_tiny", "--image-size", "64", "--target", target, "--precision", precision, *extra,
+            "--calibrate-method", "percentile", "--bench-iterations", "0", "--output", out]
+    if target == "onnx":
+        config = tmp_path / "onnx-modelopt.yaml"
+        config.write_text("onnx: {quantizer: modelopt}\n")
+        args += ["--config", config]
+    rc, _, err = cli_in_process(capsys, *args)
+    assert rc == 1 and len(err) == 1 and not out.exists(), err  # refused before any progress line
+    assert f"calibrate_method 'percentile' is not offered by ModelOpt: ModelOpt calibrates {precision} with minmax or entropy" in err[0]
+    assert (f"set {target}: {{quantizer: rules}}" in err[0]) == (precision == "int8")
 
 
 # -- on a machine with an NVIDIA GPU and TensorRT (pytest -m tensorrt tests/test_modelopt.py; docs/TENSORRT.md) ----

@@ -72,6 +72,17 @@ def settings(mode: str, calibrate_method: str, plan: PrecisionPlan | None = None
     return out
 
 
+def check_calibrate_method(calibrate_method: str, mode: str = "int8", target: str = "tensorrt") -> None:
+    """UserError (before any heavy work) when ModelOpt does not offer ``calibrate_method``."""
+    from coatnet_deploy.errors import UserError
+
+    if calibrate_method not in CALIBRATION_METHODS:
+        rules = f", or set {target}: {{quantizer: rules}} for the project's own recipe" if mode == "int8" else ""
+        raise UserError(f"calibrate_method {calibrate_method!r} is not offered by ModelOpt",
+                        f"ModelOpt calibrates {mode} with {' or '.join(CALIBRATION_METHODS)} (its 'max' / 'entropy')",
+                        f"pass --calibrate-method minmax or entropy{rules}")
+
+
 def _exclude_patterns(names: Iterable[str]) -> list[str]:
     # nodes_to_exclude are regular expressions matched against node names: anchor and escape each
     return [f"^{re.escape(n)}$" for n in names]
@@ -170,10 +181,7 @@ def modelopt_qdq_from_onnx(
     t0 = time.perf_counter()
     if mode not in MODES:
         raise ValueError(f"unknown ModelOpt mode {mode!r} (one of {MODES})")
-    if calibrate_method not in CALIBRATION_METHODS:
-        raise UserError(f"calibrate_method {calibrate_method!r} is not offered by ModelOpt",
-                        f"ModelOpt calibrates with {' or '.join(CALIBRATION_METHODS)} (its 'max' / 'entropy')",
-                        "pass --calibrate-method minmax or entropy, or set tensorrt: {quantizer: rules} for the project's own recipe")
+    check_calibrate_method(calibrate_method, mode)
     if not available():
         raise TargetUnavailable(f"{mode} Q/DQ by NVIDIA ModelOpt needs nvidia-modelopt", "it is not installed here", INSTALL_HINT)
     source, n_batches = _calibration_source(calibration_arrays, seed, max_samples)

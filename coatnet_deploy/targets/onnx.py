@@ -50,6 +50,11 @@ class OnnxTarget(Target):
         return EngineBuild(engine={"runtime": "onnxruntime", "files": ["model.onnx"]},
                            runner=lambda: OnnxRuntimeRunner(str(path), threads=threads))
 
+    def preflight(self, cfg, options, batch, image_size) -> None:
+        from coatnet_deploy.targets.tensorrt import check_quantizer
+
+        check_quantizer(self, cfg)
+
     def report_sections(self, report: dict[str, Any], manifest: dict[str, Any]) -> list[Any]:
         from coatnet_deploy.targets.tensorrt import quantizer_section
 

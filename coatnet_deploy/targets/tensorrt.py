@@ -21,6 +21,18 @@ FP8_NOTE = "FP8 engines need compute capability >= 8.9 (Ada, Hopper, Blackwell)"
 DEFERRED_NOTE = "engine not built here: run build_engine.sh on the device, then `coatnet-deploy parity` there"
 
 
+def check_quantizer(target: Target, cfg) -> None:
+    """Refuse, before any heavy work, a Q/DQ recipe that cannot run: quantizer modelopt without the
+    extra, a calibration method ModelOpt does not offer."""
+    if cfg.precision not in ("int8", "fp8"):
+        return
+    recipe = target.recipe(cfg.precision, cfg)
+    if recipe.details.get("format") == "modelopt":
+        from coatnet_deploy.precision.modelopt_ptq import check_calibrate_method
+
+        check_calibrate_method(cfg.calibrate_method, cfg.precision, target.name)
+
+
 def quantizer_section(manifest: dict[str, Any]) -> list[Any]:
     """report.md / report.html: which quantizer wrote the Q/DQ graph (ModelOpt or the rules), why, and its settings."""
     details = manifest.get("precision_details") or {}
@@ -130,6 +142,7 @@ class TensorRTTarget(Target):
 
     def preflight(self, cfg, options, batch, image_size) -> None:
         self.settings(cfg, options, batch, image_size, Path("."))  # BuildSettings refuses bad values
+        check_quantizer(self, cfg)
 
     def build(self, job: EngineJob) -> EngineBuild:
         from coatnet_deploy.backends import tensorrt as trt_backend

@@ -63,13 +63,10 @@ def kept_float(plan: PrecisionPlan) -> list[str]:
     return [n for n in plan.float_nodes if plan.reasons.get(n, R_OTHER) != R_OTHER]
 
 
-def settings(mode: str, calibrate_method: str, plan: PrecisionPlan | None = None) -> dict[str, Any]:
-    """The ModelOpt arguments a call uses (precision_details.settings)."""
-    out = {"quantize_mode": mode, "calibration_method": CALIBRATION_METHODS.get(calibrate_method, calibrate_method),
-           **FIXED_SETTINGS}
-    if plan is not None:
-        out["nodes_to_exclude"] = len(kept_float(plan))
-    return out
+def settings(mode: str, calibrate_method: str) -> dict[str, Any]:
+    """The ModelOpt arguments a call uses (precision_details.settings; the plan's float nodes come on top)."""
+    return {"quantize_mode": mode, "calibration_method": CALIBRATION_METHODS.get(calibrate_method, calibrate_method),
+            **FIXED_SETTINGS}
 
 
 def check_calibrate_method(calibrate_method: str, mode: str = "int8", target: str = "tensorrt") -> None:
@@ -221,6 +218,7 @@ def modelopt_qdq_from_onnx(
     onnx.save(qmodel, str(out_path))
 
     quantized = _quantized_nodes(qmodel)
+    lost = [n for n in keep if n not in {x.name for x in qmodel.graph.node}]
     wrong = sorted(set(keep) & set(quantized))
     if wrong:
         raise RuntimeError(f"ModelOpt quantized {len(wrong)} node(s) the precision plan keeps float, e.g. {wrong[0]!r}")
@@ -230,6 +228,9 @@ def modelopt_qdq_from_onnx(
             raise RuntimeError(f"graph output {o.name} is produced by a DequantizeLinear")
     notes = [f"nvidia-modelopt {installed_version()}, {mode}: Q/DQ in front of "
              + ", ".join(f"{k} x{v}" for k, v in dq_consumers(qmodel).items())]
+    if lost:
+        notes.append(f"{len(lost)} node(s) the plan keeps float are not in ModelOpt's output under their names "
+                     f"(e.g. {lost[0]!r}): not checked")
     compute = [n for n in quantized if n in plan.op_types and plan.op_types[n] in QUANTIZABLE_OPS]
     return QuantResult(
         path=out_path, plan=plan, calibrate_method=calibrate_method, calibration_samples=n_batches, seed=seed,

@@ -2,10 +2,11 @@
 
 The precision lives in the ONNX (float16 tensors; INT8 Q/DQ by NVIDIA ModelOpt when the ``modelopt``
 extra is installed, else by TensorRT's rules; FP8 Q/DQ by ModelOpt), so every build is a strongly
-typed network. FP8 needs a GPU of compute capability 8.9 or higher (Ada, Hopper, Blackwell). Engines are tied to the GPU model and the TensorRT version that built them:
-``--defer-build`` writes the bundle with ``model.onnx`` and ``build_engine.sh`` and leaves the build
-to the device; until then the bundle runs its ONNX on ONNX Runtime. Nothing touches TensorRT before
-the CUDA probe (``backends.cuda_probe``) says a driver is alive.
+typed network. FP8 needs a GPU of compute capability 8.9 or higher (Ada, Hopper, Blackwell).
+Engines are tied to the GPU model and the TensorRT version that built them: ``--defer-build`` writes
+the bundle with ``model.onnx`` and ``build_engine.sh`` and leaves the build to the device; until then
+the bundle runs its ONNX on ONNX Runtime. Nothing touches TensorRT before the CUDA probe
+(``backends.cuda_probe``) says a driver is alive.
 """
 
 from __future__ import annotations

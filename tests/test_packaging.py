@@ -169,7 +169,8 @@ def test_version_is_the_installed_metadata(capsys):
 def test_version_of_a_never_installed_source_tree(tmp_path):
     """No metadata to read (python -S: no site-packages): the version pyproject.toml declares."""
     (tmp_path / "coatnet_deploy").mkdir()
-    (tmp_path / "coatnet_deploy" / "__init__.py").write_bytes((REPO / "coatnet_deploy" / "__init__.py").read_bytes())
+    for name in ("__init__.py", "api.py", "errors.py"):  # what `import coatnet_deploy` reads (the public API's surface)
+        (tmp_path / "coatnet_deploy" / name).write_bytes((REPO / "coatnet_deploy" / name).read_bytes())
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "coatnet-deploy"\nversion = "9.8.7"\n')
     proc = subprocess.run([sys.executable, "-S", "-c", "import coatnet_deploy; print(coatnet_deploy.__version__)"],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)

@@ -21,7 +21,7 @@ from coatnet_deploy.errors import EXIT_GATE_FAILED, EXIT_OK
 @click.option("--labels", type=str, help="Text file, one class name per line.")
 @click.option("--image-size", type=int, help="Square input size, multiple of 32 from 64.")
 @click.option("--target", type=str, help=f"{' | '.join(targets.names())} (default {targets.default_name()}).")
-@click.option("--precision", type=str, help="fp32 | fp16 | int8 (default fp32).")
+@click.option("--precision", type=str, help="fp32 | fp16 | int8 | fp8 (fp8: tensorrt; default fp32).")
 @click.option("--device", type=str, help="CPU targets: the device profile the bundle is made for (default x86-64-v3: every AVX2 "
                                          "CPU; `targets --device NAME` shows the profiles and what each chooses).")
 @click.option("--calibration", type=str, help="INT8 calibration: image folder or .npz (default: the shipped photos, see `targets`).")

@@ -20,7 +20,7 @@ def _list(value: str | None) -> list[str] | None:
 @click.option("--num-classes", type=int, help="Head size (inferred from --weights).")
 @click.option("--image-size", type=int, help="Square input size (default: the variant's).")
 @click.option("--targets", "targets_", type=str, help=f"Comma-separated subset of {','.join(targets.names())} (default all).")
-@click.option("--precisions", type=str, help="Comma-separated subset of fp32,fp16,int8 (default all).")
+@click.option("--precisions", type=str, help="Comma-separated subset of fp32,fp16,int8,fp8 (default all that run here).")
 @click.option("--eval-images", type=str, help="ImageFolder tree: adds each cell's top-1 accuracy drop.")
 @click.option("--output", type=str, help="Directory for OUTPUT/<target>-<precision>/ and matrix.json/md (default bundles/matrix-<model>).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime and the reference.")

@@ -50,6 +50,7 @@ COMPARE_FIELDS = {
     "output": Field((str, type(None)), "folder for compare.json/.md/.html (None: write nothing)"),
     "min_time_s": Field((int, float), "timed seconds per batch size (both engines together)", minimum=0),
     "max_time_s": Field((int, float), "wall-clock limit per batch size (warm-up and waits included)", minimum=0),
+    "warmup_s": Field((int, float), "warm-up seconds per batch size (both engines' calls together), after 5 calls each", minimum=0),
     "any_cpu": Field((bool,), "run bundles whose device profile needs what this CPU lacks"),
 }
 
@@ -67,6 +68,7 @@ class CompareSpec:
     output: str | None = None
     min_time_s: float = 1.0
     max_time_s: float = 30.0
+    warmup_s: float = 0.2
     any_cpu: bool = False
 
     @classmethod
@@ -352,13 +354,14 @@ def _latency(o: _Side, n: _Side, x: np.ndarray, spec: CompareSpec, progress) -> 
         return out
     _say(progress, f"[compare] timing both engines at batch {', '.join(map(str, batches))}")
     o.runner.name, n.runner.name = "old", "new"
-    config = BenchConfig(min_time_s=float(spec.min_time_s), max_time_s=float(spec.max_time_s))
+    config = BenchConfig(min_time_s=float(spec.min_time_s), max_time_s=float(spec.max_time_s), warmup_s=float(spec.warmup_s))
     timings = time_interleaved({"old": o.runner, "new": n.runner}, x, batches, config)
     for b, t in timings.items():
         ro, rn = t.results["old"], t.results["new"]
         out["batches"][str(b)] = {
             "old_p50_ms": ro.p50_ms, "new_p50_ms": rn.p50_ms, "slowdown": rn.p50_ms / ro.p50_ms if ro.p50_ms > 0 else None,
-            "old_cv": ro.cv, "new_cv": rn.cv, "iterations": rn.iterations, "old_ips": ro.throughput_ips, "new_ips": rn.throughput_ips,
+            "old_cv": ro.cv, "new_cv": rn.cv, "iterations": rn.iterations, "min_iterations": config.min_iters,
+            "old_ips": ro.throughput_ips, "new_ips": rn.throughput_ips,
             "warnings": [f"old: {w}" for w in ro.warnings] + [f"new: {w}" for w in rn.warnings]}
     out["bench_config"] = config.to_dict()
     return out
@@ -413,8 +416,16 @@ def _judge(data: dict[str, Any], spec: CompareSpec) -> None:
            f"share of {'real images' if ag['budget_reads'] == 'images' else 'inputs'} whose top-1 differs")
     if "accuracy" in data:
         budget("max_drop", spec.max_drop, data["accuracy"]["drop_top1"], "top-1 accuracy drop on --eval-images (points)")
+    cut_short = []
     for b, row in ((data.get("latency") or {}).get("batches") or {}).items():
-        budget(f"max_slowdown@b{b}", spec.max_slowdown, row["slowdown"], f"new p50 / old p50 at batch {b}")
+        # a median of fewer calls than the harness's minimum is noise: no verdict either way
+        judged = row["iterations"] >= row["min_iterations"]
+        what = f"new p50 / old p50 at batch {b}"
+        if not judged:
+            what += f" (not judged: {row['iterations']} calls each, fewer than {row['min_iterations']}; raise --max-time)"
+        budget(f"max_slowdown@b{b}", spec.max_slowdown, row["slowdown"] if judged else None, what)
+        if not judged:
+            cut_short.append(b)
     own = data["own_reference"]["new"]
     checks.append({"budget": "new bundle's own gates", "limit": None, "measured": own["status"], "passed": own["status"] == "PASSED",
                    "what": "the new engine against its own stored reference logits, under its manifest's gates"})
@@ -425,6 +436,9 @@ def _judge(data: dict[str, Any], spec: CompareSpec) -> None:
     data["warnings"] = []
     if data["own_reference"]["old"]["status"] != "PASSED":
         data["warnings"].append("the old bundle fails its own gates on this machine: its figures are a weak baseline")
+    for b in cut_short:
+        data["warnings"].append(f"batch {b}: the timing was cut short by --max-time before each engine "
+                                f"had {data['latency']['batches'][b]['min_iterations']} calls: --max-slowdown was not judged there")
     for b, row in ((data.get("latency") or {}).get("batches") or {}).items():
         data["warnings"].extend(f"batch {b}: {w}" for w in row["warnings"])
 
@@ -487,12 +501,16 @@ def summary_lines(data: dict[str, Any]) -> Iterable[str]:
         yield (f"  accuracy   old {acc['old']['top1']:.2f}%  new {acc['new']['top1']:.2f}%  drop {acc['drop_top1']:+.2f} pt "
                f"(budget {data['budgets']['max_drop']:g})")
     for b, row in ((data.get("latency") or {}).get("batches") or {}).items():
+        verdict = (f"budget {data['budgets']['max_slowdown']:g}" if row["iterations"] >= row["min_iterations"]
+                   else f"not judged: {row['iterations']} calls each")
         yield (f"  latency b{b}  old p50 {row['old_p50_ms']:.3f} ms  new p50 {row['new_p50_ms']:.3f} ms  new/old x{row['slowdown']:.2f} "
-               f"(budget {data['budgets']['max_slowdown']:g})")
+               f"({verdict})")
     yield f"  size       old {o['bytes']:,} B  new {n['bytes']:,} B"
     diffs = data["differences"]
     shown = ", ".join(d["key"] for d in diffs[:8]) + (f" (+{len(diffs) - 8} more)" if len(diffs) > 8 else "")
     yield f"  differs    {shown or 'nothing in the manifests'}"
+    for w in data["warnings"]:
+        yield f"  warning    {w}"
     if data["failed_budgets"]:
         yield f"  exceeded   {', '.join(f'{k} ({_fmt(v)})' for k, v in data['failed_budgets'].items())}"
 

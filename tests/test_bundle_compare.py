@@ -15,7 +15,9 @@ import pytest
 from bundle_helpers import LABELS, REPO, export_tiny, run_cli, stderr_lines
 
 PHOTOS = sorted((REPO / "calibration").glob("*.jpg"))
-QUICK = ["--min-time", "0.2", "--max-time", "4"]  # tiny engines: a short interleaved session is plenty
+# Tiny engines take well under a millisecond: one runtime thread (no spinning pool to wait out between calls)
+# and a short warm-up let each reach the harness's 20 calls in a few seconds.
+QUICK = ["--threads", "1", "--warmup-time", "0.02", "--min-time", "0.1", "--max-time", "6"]
 
 
 def tiny_weights(path: Path, seed: int) -> Path:
@@ -61,7 +63,8 @@ def test_two_exports_of_the_same_model_pass(bundles, tmp_path):
     assert data["inputs"]["total"] == 6 and data["inputs"]["shared_golden"] == 6 and data["inputs"]["images"] == 4
     assert data["own_reference"]["old"]["status"] == data["own_reference"]["new"]["status"] == "PASSED"
     assert set(data["latency"]["batches"]) == {"1", "8"}
-    assert all(r["old_p50_ms"] > 0 and r["new_p50_ms"] > 0 for r in data["latency"]["batches"].values())
+    assert all(r["old_p50_ms"] > 0 and r["new_p50_ms"] > 0 and r["iterations"] >= 20 for r in data["latency"]["batches"].values())
+    assert [c["passed"] for c in data["checks"] if c["budget"].startswith("max_slowdown")] == [True, True]  # judged, within 1.5
     assert data["differences"] == []  # only created / output paths differ, which are not the engine
     assert data["old"]["engine_bytes"] == data["new"]["engine_bytes"] > 0  # reports differ by their paths and times
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["compare.html", "compare.json", "compare.md"]
@@ -184,3 +187,13 @@ def test_compare_is_torch_free_and_callable_from_python(bundles, tmp_path):
             "print(r.status, 'torch' in sys.modules, len(r.files), r._repr_html_().startswith('<iframe'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.stdout.split() == ["PASSED", "False", "3", "True"], proc.stderr[-3000:]
+
+
+def test_a_timing_cut_short_is_not_judged(bundles, tmp_path):
+    """Fewer calls than the harness's minimum give no slowdown verdict (a median of 1 call is noise), and say so."""
+    rc, data, proc = compare(bundles["released"], bundles["again"], "--batch", "1", "--max-slowdown", "0.001",
+                             "--warmup-time", "5", "--min-time", "0.1", "--max-time", "0.5", "--output", tmp_path / "r")
+    assert rc == 0, proc.stdout
+    (check,) = [c for c in data["checks"] if c["budget"] == "max_slowdown@b1"]
+    assert check["passed"] is None and "not judged" in check["what"]
+    assert any("--max-slowdown was not judged" in w for w in data["warnings"])

@@ -26,12 +26,15 @@ from coatnet_deploy.regression import DEFAULT_MAX_DISAGREEMENT, DEFAULT_MAX_DROP
               help="Measured seconds per batch size (both engines together).")
 @click.option("--max-time", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Wall-clock limit per batch size (warm-up and waits included); the result says when it cut the run short.")
+@click.option("--warmup-time", type=click.FloatRange(min=0), default=0.2, show_default=True,
+              help="Warm-up seconds per batch size (both engines' calls together), after 5 calls each.")
 @click.option("--no-timing", is_flag=True, help="Skip latency (agreement, references and accuracy only).")
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: each runtime's choice).")
 @click.option("--output", type=str, help="Folder for compare.json, compare.md, compare.html (default: compare-OLD-vs-NEW).")
 @click.option("--any-cpu", is_flag=True, help="Run bundles whose device profile needs what this CPU lacks.")
 @json_option
-def compare_cmd(old, new, images, eval_images, max_disagreement, max_drop, max_slowdown, batch, min_time, max_time, no_timing, threads,
+def compare_cmd(old, new, images, eval_images, max_disagreement, max_drop, max_slowdown, batch, min_time, max_time, warmup_time,
+                no_timing, threads,
                 output, any_cpu, as_json):
     """Compare bundle NEW against bundle OLD of the same task: both engines on the same inputs (both golden
     sets + --images), each against its own reference, accuracy (--eval-images), latency interleaved, size,
@@ -48,6 +51,7 @@ def compare_cmd(old, new, images, eval_images, max_disagreement, max_drop, max_s
     out = output or f"compare-{Path(old).resolve().name}-vs-{Path(new).resolve().name}"
     result = compare_bundles(old, new, images=images, eval_images=eval_images, max_disagreement=max_disagreement,
                              max_drop=max_drop, max_slowdown=max_slowdown, batches=parse_batches(batch), min_time_s=min_time, max_time_s=max_time,
+                             warmup_s=warmup_time,
                              timing=not no_timing, threads=threads, output=out, any_cpu=any_cpu,
                              progress=progress_printer(not as_json))
     if as_json:

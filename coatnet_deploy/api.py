@@ -73,9 +73,11 @@ def export(model: ModelArg = None, target: Optional[str] = None, precision: Opti
              **{k: _fspath(v) for k, v in options.items()}}
     source = None
     if module is not None:
-        source = _module_source(module, name=name, labels=labels, image_size=image_size, mean=mean, std=std,
-                                interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode,
-                                num_classes=options.pop("num_classes", None))
+        from coatnet_deploy.models.module import module_source
+
+        source = module_source(module, name=name, labels=labels, image_size=image_size, mean=mean, std=std,
+                               interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode,
+                               num_classes=options.pop("num_classes", None))
         given.pop("num_classes", None)
     else:
         stray = [k for k, v in (("name", name), ("mean", mean), ("std", std), ("interpolation", interpolation),
@@ -153,12 +155,6 @@ def _file_model(model: Any) -> dict[str, Any]:
     if Path(text).exists() or isinstance(model, os.PathLike) or os.sep in text or Path(text).suffix:
         return {"weights": text}  # the source says what is wrong with a missing or unreadable path
     return {"model": text}  # the registry's message: unknown variant, and the list
-
-
-def _module_source(module: Any, **facts: Any):
-    from coatnet_deploy.models.module import module_source
-
-    return module_source(module, **facts)
 
 
 def _fspath(value: Any) -> Any:

@@ -132,7 +132,7 @@ class ExportConfig:
 
 
 def _nested_gates(g: dict) -> bool:
-    return any(k in ("fp32", "fp16", "int8", "fp8") for k in g)
+    return any(k in DEFAULT_GATES for k in g)
 
 
 def _check_device(value: str | None) -> None:
@@ -160,7 +160,7 @@ def _check_gates(gates: dict, source: str, key: str) -> None:
     """Flat {metric: threshold} or per precision {int8: {metric: threshold}}; metrics from GATE_KEYS."""
     flat = {}
     for k, v in gates.items():
-        if k in ("fp32", "fp16", "int8", "fp8"):
+        if k in DEFAULT_GATES:  # a precision's own section
             if not isinstance(v, dict):
                 raise UserError(f"{source}: key '{key}.{k}' must be a mapping", f"got {v!r}", "fix the value")
             flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})

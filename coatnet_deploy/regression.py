@@ -98,11 +98,9 @@ class CompareResult:
         return f"CompareResult({self.status}: {self.data['old']['bundle']} -> {self.data['new']['bundle']}, failed budgets: {fails})"
 
     def _repr_html_(self) -> str:
-        import html
+        from coatnet_deploy.report.render import notebook_iframe
 
-        page = render_html(self.data)
-        return (f'<iframe title="coatnet-deploy compare" style="width:100%;height:640px;border:1px solid #ccc" '
-                f'srcdoc="{html.escape(page, quote=True)}"></iframe>')
+        return notebook_iframe(render_html(self.data), "coatnet-deploy compare")
 
 
 @dataclass
@@ -127,8 +125,9 @@ class _Side:
         return [str(n) for n in g["names"]] if "names" in g else [f"sample:{i}" for i in range(len(g["inputs"]))]
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        chunks = (x[i:i + self.max_batch] for i in range(0, len(x), self.max_batch))
-        return np.concatenate([self.runner.infer(_padded(c, self.min_batch))[:len(c)] for c in chunks])
+        from coatnet_deploy.stages import run_batched
+
+        return run_batched(self.runner, x, self.max_batch, self.min_batch)
 
 
 def compare_bundles(old: str | os.PathLike, new: str | os.PathLike, spec: CompareSpec | None = None, progress=None) -> CompareResult:
@@ -263,13 +262,6 @@ def _image_inputs(folder: str, o: _Side, n: _Side) -> list[_Input]:
     return out
 
 
-def _padded(x: np.ndarray, min_batch: int) -> np.ndarray:
-    """A last chunk below the engine's minimum batch, filled up with its own first sample (cut off after)."""
-    if len(x) >= min_batch:
-        return x
-    return np.concatenate([x, np.repeat(x[:1], min_batch - len(x), axis=0)])
-
-
 # ---------------------------------------------------------------- figures
 
 
@@ -291,7 +283,7 @@ def _agreement(a: np.ndarray, b: np.ndarray, images: list[bool]) -> dict[str, An
     on_images = over(mask)
     budgeted = on_images if on_images is not None else everything
     return {"all": everything, "images": on_images, "budget_reads": "images" if on_images is not None else "all",
-            "disagreement": 1.0 - budgeted["top1_agreement"], "differing": [i for i in np.flatnonzero(a.argmax(1) != b.argmax(1)).tolist()]}
+            "disagreement": 1.0 - budgeted["top1_agreement"], "differing": np.flatnonzero(a.argmax(1) != b.argmax(1)).tolist()}
 
 
 def _own_reference(side: _Side, out: np.ndarray, inputs: list[_Input]) -> dict[str, Any]:

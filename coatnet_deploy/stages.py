@@ -140,7 +140,12 @@ def golden_inputs(preprocess_cfg, image_size: int, images_dir: str | None, n_ima
     return np.stack(arrays).astype(np.float32), names
 
 
-def run_batched(runner, x: np.ndarray, max_batch: int) -> np.ndarray:
-    """Run ``x`` through a runner in chunks no larger than the engine's top batch."""
-    outs = [runner.infer(x[i:i + max_batch]) for i in range(0, len(x), max_batch)]
+def run_batched(runner, x: np.ndarray, max_batch: int, min_batch: int = 1) -> np.ndarray:
+    """Run ``x`` through a runner in chunks no larger than the engine's top batch; a last chunk below its
+    smallest batch is filled up with copies of its first sample, whose outputs are dropped."""
+    outs = []
+    for i in range(0, len(x), max_batch):
+        chunk = x[i:i + max_batch]
+        filled = chunk if len(chunk) >= min_batch else np.concatenate([chunk, np.repeat(chunk[:1], min_batch - len(chunk), axis=0)])
+        outs.append(runner.infer(filled)[:len(chunk)])
     return np.concatenate(outs, axis=0)

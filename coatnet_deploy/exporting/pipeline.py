@@ -51,12 +51,10 @@ class ExportResult:
                 f"top1_agreement={p.get('top1_agreement')})")
 
     def _repr_html_(self) -> str:
-        """Jupyter shows the bundle's report.html, in an iframe so its CSS stays out of the notebook's."""
-        import html
+        """Jupyter shows the bundle's report.html."""
+        from coatnet_deploy.report.render import notebook_iframe
 
-        page = (self.bundle / "report.html").read_text(encoding="utf-8")
-        return (f'<iframe title="coatnet-deploy report" style="width:100%;height:640px;border:1px solid #ccc" '
-                f'srcdoc="{html.escape(page, quote=True)}"></iframe>')
+        return notebook_iframe((self.bundle / "report.html").read_text(encoding="utf-8"), "coatnet-deploy report")
 
 
 def _quiet(_: str) -> None:

@@ -65,9 +65,8 @@ class ModuleSource(ModelSource):
         return False
 
     def build(self, seed: int = 0):
-        # A copy: export puts it in eval mode and traces it; the caller's module (and its training
-        # mode) is left as it was.
-        return copy.deepcopy(self.module).eval()
+        # ``module`` is module_source's eval-mode copy: the caller's module (and its training mode) is never touched.
+        return self.module
 
     def manifest_model(self, seed: int = 0) -> Dict[str, Any]:
         block = super().manifest_model(seed)
@@ -121,7 +120,9 @@ def module_source(module: Any, *, name: Optional[str] = None, labels: Union[str,
         raise UserError(f"image_size is {size!r}", "it must be a whole number of pixels from 16 to 4096", "pass e.g. image_size=224")
     pp = PreprocessConfig.for_size(size, facts["crop_pct"], facts["interpolation"], facts["mean"], facts["std"], facts["crop_mode"])
 
-    classes = _measure_classes(module, size)
+    # one copy for the whole export (a large model is not duplicated twice): measured, hashed, then traced
+    model = copy.deepcopy(module).eval()
+    classes = _measure_classes(model, size)
     prov["num_classes"] = MODULE
     if num_classes is not None and num_classes != classes:
         raise UserError(f"num_classes {num_classes} does not match the module", f"it maps a (1, 3, {size}, {size}) batch to {classes} logits",
@@ -149,7 +150,7 @@ def module_source(module: Any, *, name: Optional[str] = None, labels: Union[str,
         raise UserError(f"model name {name!r} cannot name a bundle", "use letters, digits, '_', '.', '+' or '-' (at most 100)",
                         "pass name='my_model'")
     return ModuleSource(name=name, num_classes=classes, labels=names, image_size=size, preprocess=pp, provenance=prov,
-                        weights_format=IN_MEMORY, weights_sha256=state_dict_sha256(module), module=module,
+                        weights_format=IN_MEMORY, weights_sha256=state_dict_sha256(model), module=model,
                         module_class=cls, timm_architecture=arch, defaulted=defaulted)
 
 
@@ -197,11 +198,10 @@ def _measure_classes(module: Any, size: int) -> int:
     """One forward pass of zeros at the input size -> the number of classes (and proof of the mapping)."""
     import torch
 
-    probe = copy.deepcopy(module).eval()
     x = torch.zeros(1, 3, size, size)
     try:
         with torch.inference_mode():
-            out = probe(x)
+            out = module(x)
     except Exception as e:  # the user's module: anything may go wrong in it
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"the module failed on a (1, 3, {size}, {size}) batch: {type(e).__name__}: {first}",

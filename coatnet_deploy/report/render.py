@@ -77,6 +77,14 @@ def render_view_markdown(view: ReportView) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
+def notebook_iframe(page: str, title: str) -> str:
+    """A whole HTML page -> what a ``_repr_html_`` returns: the page in an iframe, so its CSS stays out of Jupyter's."""
+    import html
+
+    return (f'<iframe title="{html.escape(title)}" style="width:100%;height:640px;border:1px solid #ccc" '
+            f'srcdoc="{html.escape(page, quote=True)}"></iframe>')
+
+
 def render_view_html(view: ReportView) -> str:
     """Any ReportView -> a self-contained HTML page, through report.html.j2."""
     return _env("html").get_template("report.html.j2").render(view=view)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def check_bundle(bundle: str | Path, images: str | None = None, threads: int | N
                       gate_samples=which)
         result: dict[str, Any] = {"bundle": str(root), "runs": what, "status": "PASSED" if res.passed else "FAILED",
                                   "parity": res.to_dict(per_sample=False), "cpu": cpu_here(),
-                                  "device": (manifest.get("device") or {}).get("profile")}
+                                  "device": (manifest.get("device") or {}).get("profile"),
+                                  # the engine's logits, bit for bit: two runs agree exactly when these do
+                                  "outputs_sha256": hashlib.sha256(np.ascontiguousarray(out, dtype="<f4").tobytes()).hexdigest()}
         if images:
             result["images"] = _images_vs_onnx(root, manifest, runner, images, threads, max_batch)
     return result

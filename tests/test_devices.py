@@ -190,9 +190,9 @@ def test_host_bundle_keeps_its_graph_here_and_falls_back_on_another_width(tmp_pa
 # -- emulated CPUs -----------------------------------------------------------------------------------
 
 def emulated(cpu: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    import check
+    from coatnet_deploy.fleet import emulation
 
-    cmd, env = check.qemu_command(check.CPUS[cpu], ["-m", "coatnet_deploy", *map(str, args)])
+    cmd, env = emulation.command(emulation.get(cpu), ["-m", "coatnet_deploy", *map(str, args)])
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
 
 

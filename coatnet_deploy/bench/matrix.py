@@ -87,8 +87,20 @@ class MatrixConfig:
     throughput_batch: int = 8
     bench: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)
+    # the fleet (coatnet_deploy.fleet): any of these makes a cell model x target x precision x device
+    models: list | None = None
+    devices: list | None = None
+    cluster: str | None = None
+    emulate_missing: bool = False
+    cell_timeout: float | None = None
+
+    @property
+    def is_fleet(self) -> bool:
+        return bool(self.cluster or self.devices or self.models)
 
     def default_output(self) -> str:
+        if self.is_fleet:
+            return str(Path("bundles") / "fleet")
         return str(Path("bundles") / f"matrix-{self.model}")
 
     def bench_config(self, mode: str) -> BenchConfig:
@@ -135,7 +147,30 @@ def matrix_fields() -> dict[str, Field | tuple]:
                        section={k: f for k, f in BENCH_FIELDS.items() if k != "mode"}, check=_check_bench_section),
         "export": Field((dict,), "export config keys applied to every cell (see export_configs/*.yaml), e.g. calibration_samples, gates",
                         check=_check_export_section),
+        "models": Field((list, type(None)), "several variants in one fleet run (each x every target x precision x device)",
+                        check=_check_models),
+        "devices": Field((list, type(None)), "device profiles to prove each cell on (x86-64-v3, aarch64-v8.0, ..., gpu, gpu-ccX.Y)",
+                         check=_check_devices),
+        "cluster": ((str, type(None)), "Ray address (HOST:PORT, ray://HOST:PORT, auto) or local; null = this process"),
+        "emulate_missing": ((bool,), "send cells whose device profile no node offers to an emulator node (QEMU)"),
+        "cell_timeout": Field((int, float, type(None)), "seconds each build and each device proof may run (fleet)", minimum=1),
     }
+
+
+def _check_models(models: list | None, source: str, key: str) -> None:
+    from coatnet_deploy.models import list_models
+
+    known = list_models()
+    for m in models or []:
+        if m not in known:
+            raise UserError(f"{source}: '{key}' names unknown model '{m}'", f"known: {', '.join(known)}", "pick from `coatnet-deploy models`")
+
+
+def _check_devices(devices: list | None, source: str, key: str) -> None:
+    from coatnet_deploy.fleet.nodes import check_device_name
+
+    for d in devices or []:
+        check_device_name(d)
 
 
 def load_matrix_config(path: str | Path) -> dict[str, Any]:
@@ -279,7 +314,7 @@ def run_matrix(cfg: MatrixConfig, progress=None) -> MatrixResult:
     for i, (known_cell, cell) in enumerate(zip(known, cells), 1):
         if progress is not None:
             progress.prefix = f"[{i}/{len(cells)}] {cell.target}/{cell.precision}: "
-        manifest = _export_cell(cfg, cell, known_cell, out, progress)
+        manifest = export_cell(cfg, cell, known_cell, out, progress)
         if manifest is not None:
             manifests[cell.key] = manifest
     if progress is not None:
@@ -299,11 +334,17 @@ def run_matrix(cfg: MatrixConfig, progress=None) -> MatrixResult:
     return result
 
 
-def _export_cell(cfg: MatrixConfig, cell: MatrixRow, known: KnownCell, out: Path, progress) -> dict[str, Any] | None:
+def export_cell(cfg: MatrixConfig, cell: MatrixRow, known: KnownCell, out: Path, progress, force_defer: bool = False) -> dict[str, Any] | None:
+    """Export one cell into ``out/<target>-<precision>``, filling ``cell`` (status, parity, size, export time)
+    -> its manifest, or None when it is unavailable or failed (the row says why). The serial matrix and
+    every fleet build (``fleet.cells.build_cell``) call this. ``force_defer``: leave the engine build to
+    the device even where it could run here (a fleet's TensorRT cells build on their GPU node)."""
     from coatnet_deploy.config import ExportConfig, validate
     from coatnet_deploy.exporting import export
 
     ok, reason, defer = known.availability()
+    if force_defer and ok and not defer:
+        defer = True
     if not ok:
         cell.status, cell.reason = "UNAVAILABLE", reason
         return None

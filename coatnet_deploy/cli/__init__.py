@@ -29,6 +29,7 @@ def _register():
         parity_cmd,
         predict_cmd,
         targets_cmd,
+        worker_cmd,
     )
 
 

@@ -1,14 +1,17 @@
-"""The device check: bundles built once here, proven on emulated CPUs (QEMU user-mode), docs/DEVICES.md written.
+"""The device check: bundles built once, proven on emulated CPUs (QEMU user-mode), docs/DEVICES.md written.
 
     .venv/bin/python tools/devices/check.py              # build, run every CPU, write docs/DEVICES.md; exit 1 on a surprise
     .venv/bin/python tools/devices/check.py --cpus haswell,cortex-a72 --no-write
 
-For each emulated CPU one process of that CPU's python runs tools/devices/probe.py over every bundle
-(parity on the golden set, predict through the runtime's Classifier, the runtime's own op census for
-INT8). x86 CPUs run this checkout's venv under ``qemu-x86_64-static -cpu MODEL``; aarch64 CPUs run
-Debian's arm64 python with the aarch64 wheels (tools/devices/aarch64-sysroot.sh) under
-``qemu-aarch64-static -cpu MODEL -L SYSROOT``, with an ARM /proc/cpuinfo for that CPU in the sysroot.
-Under emulated Haswell and Cortex-A72 the C++ app (``selftest``) runs too, where it is built.
+It is a user of the fleet engine (coatnet_deploy.fleet), not a scheduler of its own: it starts a local
+multi-node Ray cluster (a head, a builder, one emulated device node per CPU, each advertising what
+`coatnet-deploy worker --emulate CPU` would), has the builder export the bundles that are not cached
+in build/devices/bundles, and sends every bundle, as bytes through Ray's object store, to each CPU's
+node, where one probe process (coatnet_deploy/fleet/probe.py: parity on the golden set, predict
+through the runtime's Classifier, the runtime's own op census for INT8) runs them all under QEMU:
+x86 CPUs run this checkout's venv under ``qemu-x86_64-static -cpu MODEL``; aarch64 CPUs run Debian's
+arm64 python with the aarch64 wheels (tools/devices/aarch64-sysroot.sh). Under emulated Haswell and
+Cortex-A72 the C++ app (``selftest``) runs too, where it is built.
 
 A cell is a surprise, and the run fails, when a bundle crashes anywhere, when it fails its gates on a
 CPU where it should pass, or when it is refused where it should run (or runs where it must be
@@ -31,32 +34,15 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from coatnet_deploy import devices  # noqa: E402
+from coatnet_deploy.fleet import emulation  # noqa: E402
 
 WORK = REPO / "build" / "devices"
 SYSROOT_DIR = REPO / "build" / "aarch64"
 VENV_PY = REPO / ".venv" / "bin" / "python"
 
 
-@dataclass(frozen=True)
-class Cpu:
-    name: str  # as the table shows it
-    arch: str
-    qemu: str  # the -cpu argument
-    part: str = ""  # aarch64: the MIDR part number ORT's cpuinfo reads from /proc/cpuinfo
-    features: str = ""  # aarch64: the /proc/cpuinfo Features line
-    stands_for: str = ""
-
-
-CPUS = {c.name: c for c in (
-    Cpu("haswell", "x86_64", "Haswell", stands_for="x86-64-v3: AVX2, FMA (no AVX-512, no VNNI)"),
-    Cpu("nehalem", "x86_64", "Nehalem", stands_for="x86-64-v2: SSE4.2 (no AVX)"),
-    Cpu("cortex-a72", "aarch64", "cortex-a72", "0xd08", "fp asimd evtstrm crc32 cpuid", "ARMv8.0: Raspberry Pi 4"),
-    Cpu("neoverse-n1", "aarch64", "neoverse-n1", "0xd0c", "fp asimd evtstrm crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp",
-        "ARMv8.2 + dotprod: Jetson Orin's CPU class"),
-    Cpu("max", "aarch64", "max", "0xd0c", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma "
-        "lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm sb paca pacg dcpodp sve2 sveaes svepmull "
-        "svebitperm svesha3 svesm4 flagm2 frint svei8mm svebf16 i8mm bf16 dgh bti sme", "the newest QEMU 7.2 offers: ARMv9 with SVE2 and SME"),
-)}
+CPUS = emulation.CPUS
+Cpu = emulation.Cpu
 
 #: what QEMU cannot emulate, with the evidence (TCG's own warning)
 GAPS = [("AVX-512 (x86-64-v4, x86-64-v4-vnni, x86-64-v4-amx)", "QEMU 7.2's TCG implements no AVX-512: `qemu-x86_64-static -cpu "
@@ -101,77 +87,73 @@ def expected(b: Bundle, cpu: Cpu) -> tuple[str, str]:
     return "PASSED", ""
 
 
-# -- building the bundles ----------------------------------------------------------------------------
+# -- the fleet: a local cluster, builds on its builder, probes on each CPU's node -------------------
 
-def build_bundles(out: Path, rebuild: bool) -> dict[str, Path]:
+SETTINGS = {"model": "coatnet_tiny", "image_size": 64, "num_classes": 10}
+
+
+def start_fleet(cpus: list[Cpu]):
+    """A local cluster: head, builder, and one emulated device node per CPU (as `worker --emulate CPU` advertises)."""
+    from coatnet_deploy.fleet import nodes
+    from coatnet_deploy.fleet.local import LocalCluster
+    from coatnet_deploy.fleet.schedulers import RayScheduler
+
+    specs = [nodes.NodeSpec(build=True, profiles=())] + [nodes.node_spec(emulate=c.name, build=False) for c in cpus]
+    cluster = LocalCluster(specs)
+    return cluster, RayScheduler(cluster.address)
+
+
+def build_bundles(out: Path, rebuild: bool, scheduler) -> dict[str, Path]:
+    """Every bundle of BUNDLES in ``out``: exported on the fleet's builder where not cached (or ``rebuild``)."""
+    from coatnet_deploy.bench.matrix import MatrixConfig
+    from coatnet_deploy.fleet.cells import FleetCell
+    from coatnet_deploy.fleet.matrix import cell_settings, write_bundle
+
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    jobs = {}
+    settings = cell_settings(MatrixConfig(**SETTINGS, bench={}, export={}))
     for b in BUNDLES:
         if b.source is not None:
             paths[b.name] = b.source
             continue
         dest = out / b.name.replace("@", "_at_")
-        if rebuild or not (dest / "manifest.json").is_file():
-            cmd = [str(VENV_PY), "-m", "coatnet_deploy", "export", "--model", "coatnet_tiny", "--image-size", "64", "--num-classes", "10",
-                   "--target", b.target, "--precision", b.precision, "--bench-iterations", "0", "--output", str(dest)]
-            if b.device:
-                cmd += ["--device", b.device]
-            t0 = time.perf_counter()
-            r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-            print(f"[build] {b.name}: exit {r.returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
-            if r.returncode != 0:
-                raise SystemExit(f"device check: exporting {b.name} failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
         paths[b.name] = dest
+        if rebuild or not (dest / "manifest.json").is_file():
+            jobs[b.name] = scheduler.build(FleetCell(SETTINGS["model"], b.target, b.precision, b.device or devices.DEFAULT), settings, False)
+    t0 = time.perf_counter()
+    while jobs:
+        for job in scheduler.wait(list(jobs.values()), timeout=5.0):
+            name = next(n for n, j in jobs.items() if j is job)
+            del jobs[name]
+            row = scheduler.result(job)["row"]
+            print(f"[build] {name}: {row['status']} in {row['export_s']} s", flush=True)
+            if row["status"] not in ("PASSED", "FAILED"):
+                raise SystemExit(f"device check: exporting {name} failed: {row['reason']}")
+            write_bundle(scheduler.bundle_bytes(job), paths[name])
+    if time.perf_counter() - t0 > 1:
+        print(f"[build] done in {time.perf_counter() - t0:.0f} s", flush=True)
     return paths
 
 
-# -- running on an emulated CPU ----------------------------------------------------------------------
+def run_cpus(cpus: list[Cpu], bundles: dict[str, Path], timeout_s: float, scheduler) -> dict[str, dict[str, dict]]:
+    """Every bundle on every CPU: one job per CPU on the node that emulates it, all CPUs at once."""
+    from coatnet_deploy.fleet import nodes, transport
 
-def qemu_command(cpu: Cpu, args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment that run ``args`` (a python script and its arguments) on ``cpu``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ONEDNN_MAX_CPU_ISA")}
-    env["PYTHONUNBUFFERED"] = "1"
-    if cpu.arch == "x86_64":
-        return [shutil.which("qemu-x86_64-static") or "qemu-x86_64-static", "-cpu", cpu.qemu, str(VENV_PY), *args], env
-    sysroot = SYSROOT_DIR / "sysroot"
-    write_cpuinfo(sysroot, cpu)
-    env["PYTHONPATH"] = f"{SYSROOT_DIR / 'site'}:{REPO}"
-    return [shutil.which("qemu-aarch64-static") or "qemu-aarch64-static", "-cpu", cpu.qemu, "-L", str(sysroot),
-            str(sysroot / "usr/bin/python3.11"), *args], env
-
-
-def write_cpuinfo(sysroot: Path, cpu: Cpu, cores: int = 2) -> None:
-    """qemu-user passes the x86 host's /proc/cpuinfo through; with -L it serves this file instead."""
-    block = ("processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {f}\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
-             "CPU variant\t: 0x0\nCPU part\t: {p}\nCPU revision\t: 1\n\n")
-    (sysroot / "proc").mkdir(exist_ok=True)
-    (sysroot / "proc" / "cpuinfo").write_text("".join(block.format(i=i, f=cpu.features, p=cpu.part) for i in range(cores)))
-
-
-def run_cpu(cpu: Cpu, bundles: dict[str, Path], timeout_s: float) -> dict[str, dict]:
-    """Every bundle through probe.py on one emulated CPU. A process that dies takes one bundle with it
-    (recorded as CRASH with its exit status); the rest run in a new process."""
-    results: dict[str, dict] = {}
-    todo = list(bundles)
-    while todo:
-        cmd, env = qemu_command(cpu, [str(REPO / "tools/devices/probe.py"), *[str(bundles[n]) for n in todo]])
-        t0 = time.perf_counter()
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout_s)
-            code, stdout, stderr = r.returncode, r.stdout, r.stderr
-        except subprocess.TimeoutExpired as e:
-            code, stdout, stderr = "timeout", (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), ""
-        done = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-        for name, res in zip(todo, done):
-            results[name] = res
-        todo = todo[len(done):]
-        if todo and code != 0:
-            tail = [line for line in stderr.strip().splitlines() if "TCG doesn't support" not in line][-2:]
-            results[todo[0]] = {"status": "CRASH", "message": f"process ended with {code} ({' | '.join(tail)})"}
-            todo = todo[1:]
-        elif todo:
-            raise SystemExit(f"device check: probe on {cpu.name} stopped early without an error: {stderr.strip()[-300:]}")
-        print(f"[{cpu.name}] {len(done)} bundle(s) in {time.perf_counter() - t0:.0f} s", flush=True)
+    refs = [(name, scheduler.ray.put(transport.pack(path))) for name, path in bundles.items()]
+    jobs = {c.name: scheduler.prove_many(f"device-check/{c.name}", refs, nodes.Placement(nodes.cpu_resource(c.name)), [], None, timeout_s)
+            for c in cpus}
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, dict]] = {}
+    while jobs:
+        for job in scheduler.wait(list(jobs.values()), timeout=5.0):
+            name = next(n for n, j in jobs.items() if j is job)
+            del jobs[name]
+            value = scheduler.result(job)
+            results[name] = value["results"]
+            assert value["node"]["emulated"] and value["node"]["emulate"] == name, value["node"]
+            print(f"[{name}] {len(value['results'])} bundle(s) in {time.perf_counter() - t0:.0f} s on node "
+                  f"{value['node']['node_id'][:8]} ({value['node']['cpu']})", flush=True)
     return results
 
 
@@ -307,14 +289,17 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["bash", str(REPO / "tools/devices/aarch64-sysroot.sh"), str(SYSROOT_DIR)], check=True,
                        env={**os.environ, "PY": str(VENV_PY)})
     t0 = time.perf_counter()
-    bundles = build_bundles(Path(a.bundles), a.rebuild)
-    if a.only:
-        keep = {n.strip() for n in a.only.split(",")}
-        bundles = {k: v for k, v in bundles.items() if k in keep}
-    results, cpp = {}, {}
-    for c in cpus:
-        results[c.name] = run_cpu(c, bundles, a.timeout)
-        cpp[c.name] = cpp_selftests(c, bundles)
+    cluster, scheduler = start_fleet(cpus)
+    try:
+        bundles = build_bundles(Path(a.bundles), a.rebuild, scheduler)
+        if a.only:
+            keep = {n.strip() for n in a.only.split(",")}
+            bundles = {k: v for k, v in bundles.items() if k in keep}
+        results = run_cpus(cpus, bundles, a.timeout, scheduler)
+    finally:
+        scheduler.close()
+        cluster.shutdown()
+    cpp = {c.name: cpp_selftests(c, bundles) for c in cpus}
     seconds = time.perf_counter() - t0
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps({"cpus": [c.name for c in cpus], "results": results, "cpp": cpp}, indent=1))

@@ -2,7 +2,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow bench fuzz clean cpp-app cpp-app-asan cpp-app-dist cpp-app-aarch64 cpp-app-aarch64-dist device-check \
+.PHONY: install test test-slow test-cluster bench fuzz clean cpp-app cpp-app-asan cpp-app-dist cpp-app-aarch64 cpp-app-aarch64-dist device-check bench-fleet \
 	soak-short reliability
 
 # One command sets everything up: a virtual environment with the CPU build of torch
@@ -21,6 +21,16 @@ test:
 
 test-slow:
 	$(BIN)/python -m pytest -q -m slow
+
+# The fleet on a local multi-node Ray cluster (tests/test_fleet_cluster.py): the cluster extra, then the tests in
+# a loopback-only network namespace (tools/loopback.sh; root or user namespaces). COATNET_REQUIRE_CLUSTER=1
+# turns "not possible here" skips into failures (CI sets it).
+test-cluster:
+	$(BIN)/pip install -q -e '.[cluster]'
+	tools/loopback.sh $(BIN)/python -m pytest -q -m cluster tests/test_fleet_cluster.py
+
+bench-fleet:
+	tools/loopback.sh $(BIN)/python benchmarks/bench_fleet.py
 
 bench:
 	$(BIN)/python benchmarks/bench_export.py
@@ -72,9 +82,10 @@ FUZZ_JOBS ?= $(CPP_JOBS)
 fuzz:
 	python3 tools/fuzz/run.py --seconds $(FUZZ_SECONDS) --parallel $(FUZZ_JOBS)
 
-# Every CPU bundle on emulated CPUs (QEMU user-mode): docs/DEVICES.md.
+# Every CPU bundle on emulated CPUs (QEMU user-mode), on a local fleet (the cluster extra): docs/DEVICES.md.
 device-check:
-	$(BIN)/python tools/devices/check.py
+	$(BIN)/pip install -q -e '.[cluster]'
+	tools/loopback.sh $(BIN)/python tools/devices/check.py
 
 # Under load and soak (docs/RELIABILITY.md): the tiny bundles are exported once into RELIABILITY_BUNDLES
 # and reused. soak-short is CI's version (a few minutes); reliability is the full run that rewrites the doc.

@@ -1,14 +1,15 @@
 """coatnet-deploy: export CoAtNet (and other) image classifiers to edge runtimes and prove them against PyTorch.
 
 The Python API (``api.py``): ``export(model, target=..., precision=..., calibration=..., **options)``,
-``load(bundle)`` and ``compare_bundles(old, new)``; the CLI is a thin layer over the same calls.
+``load(bundle)``, ``compare_bundles(old, new)`` and ``matrix(...)`` (with ``cluster=``/``devices=``: the fleet
+on Ray); the CLI is a thin layer over the same calls.
 Importing the package pulls in no torch, ONNX or runtime: each is imported where it is used.
 """
 
-from coatnet_deploy.api import compare_bundles, export, load
+from coatnet_deploy.api import compare_bundles, export, load, matrix
 from coatnet_deploy.errors import TargetUnavailable, UserError
 
-__all__ = ["export", "load", "compare_bundles", "build_model", "UserError", "TargetUnavailable", "__version__"]
+__all__ = ["export", "load", "compare_bundles", "matrix", "build_model", "UserError", "TargetUnavailable", "__version__"]
 
 
 def __getattr__(name: str):

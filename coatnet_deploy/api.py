@@ -24,7 +24,9 @@ from coatnet_deploy.errors import UserError
 if TYPE_CHECKING:
     import torch
 
+    from coatnet_deploy.bench.matrix import MatrixResult
     from coatnet_deploy.exporting.pipeline import ExportResult
+    from coatnet_deploy.fleet.matrix import FleetResult
     from coatnet_deploy.regression import CompareResult
     from coatnet_deploy.runtime.classifier import Classifier
 
@@ -129,6 +131,44 @@ def compare_bundles(old: PathLike, new: PathLike, *, progress: Union[bool, Calla
 
     say = progress if callable(progress) else (_to_stderr if progress else None)
     return run(_fspath(old), _fspath(new), CompareSpec.from_options(options), progress=say)
+
+
+def matrix(model: Optional[str] = None, *, models: Optional[Sequence[str]] = None, targets: Optional[Sequence[str]] = None,
+           precisions: Optional[Sequence[str]] = None, devices: Optional[Sequence[str]] = None, cluster: Optional[str] = None,
+           emulate_missing: Optional[bool] = None, cell_timeout: Optional[float] = None, output: Optional[PathLike] = None,
+           config: Optional[PathLike] = None, progress: Union[bool, Callable[[str], None]] = False,
+           **options: Any) -> Union[MatrixResult, FleetResult]:
+    """The matrix: ``coatnet-deploy matrix``. Without ``cluster``, ``devices`` or ``models``: one model to
+    every target x precision in this process, timed against PyTorch -> MatrixResult.
+
+    With any of them, the fleet matrix -> FleetResult: each model x target x precision x device is
+    built on a builder node and proven (parity, predict, INT8 census, b1/b8 timing) on a node that is,
+    or emulates, the device. ``cluster``: a Ray address (``HOST:PORT``, ``ray://HOST:PORT``, ``auto``)
+    or ``"local"``; None runs the same cells here, one after another. ``devices``: profiles
+    (``x86-64-v3``, ``aarch64-v8.0``, ... ; ``gpu`` / ``gpu-ccX.Y`` for TensorRT). ``emulate_missing``:
+    send cells no node offers to an emulator node. ``cell_timeout``: seconds per build and per proof.
+
+    ``options``: any other matrix config key (``weights``, ``num_classes``, ``image_size``, ``threads``,
+    ``eval_images``, ``bench``, ``export``). ``config``: a matrix YAML or a shipped one's name. The
+    result's ``exit_code`` is the CLI's (0 passed, 2 a gate failed, 1 an error, NO NODE, LOST, TIMEOUT
+    or REFUSED). ``progress``: True prints progress lines to stderr, a callable receives them.
+    """
+    from coatnet_deploy.bench.matrix import make_matrix_config, run_matrix
+    from coatnet_deploy.progress import stdout_to_stderr
+    from coatnet_deploy.shipped import resolve_config
+
+    listed = {"models": models, "targets": targets, "precisions": precisions, "devices": devices}
+    given = {"model": model, **{k: list(v) if v is not None else None for k, v in listed.items()}, "cluster": cluster,
+             "emulate_missing": emulate_missing, "cell_timeout": cell_timeout, "output": _fspath(output),
+             **{k: _fspath(v) for k, v in options.items()}}
+    cfg = make_matrix_config(resolve_config(_fspath(config), "matrix") if config is not None else None, given)
+    say = progress if callable(progress) else (_to_stderr if progress else None)
+    with stdout_to_stderr():
+        if cfg.is_fleet:
+            from coatnet_deploy.fleet.matrix import run_fleet
+
+            return run_fleet(cfg, say=say)
+        return run_matrix(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -180,3 +180,38 @@ def test_fleet_flags_refuse_bad_values_in_one_line(args, words, capsys, tmp_path
 def test_the_plain_matrix_is_not_a_fleet():
     assert not _config().is_fleet and _config(devices=["x86-64-v3"]).is_fleet and _config(cluster="local").is_fleet
     assert os.path.basename(_config().default_output()) == "matrix-coatnet_tiny"
+
+
+def test_the_python_api_runs_the_same_fleet(tmp_path):
+    import coatnet_deploy
+    from coatnet_deploy.fleet.matrix import FleetResult
+
+    res = coatnet_deploy.matrix("coatnet_tiny", targets=["onnxruntime"], precisions=["fp32"], devices=["aarch64-v8.2-dotprod"],
+                                output=tmp_path / "o", image_size=64, num_classes=10)
+    assert isinstance(res, FleetResult) and res.exit_code == 1
+    assert [r.status for r in res.rows] == ["NO NODE"] and "aarch64-v8.2-dotprod" in res.rows[0].reason
+    assert json.loads((tmp_path / "o" / "matrix.json").read_text())["kind"] == "fleet"
+    assert "ray" not in sys.modules or sys.modules["ray"] is None  # the serial fleet never imports Ray
+    with pytest.raises(UserError, match="unknown device 'pi4'"):
+        coatnet_deploy.matrix("coatnet_tiny", devices=["pi4"], output=tmp_path / "p")
+
+
+def test_emulate_missing_flag_is_unset_unless_given(monkeypatch):
+    """A flag not given must not override the matrix YAML's value (None = not given)."""
+    from click.testing import CliRunner
+
+    import coatnet_deploy.bench.matrix as bm
+    from coatnet_deploy.cli import cli, matrix_cmd  # noqa: F401 - registers the command
+
+    seen: dict = {}
+
+    def spy(config_file, overrides):
+        seen.clear()
+        seen.update(overrides)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(bm, "make_matrix_config", spy)
+    CliRunner().invoke(cli, ["matrix", "--model", "coatnet_tiny"])
+    assert seen["emulate_missing"] is None and seen["cluster"] is None and seen["devices"] is None
+    CliRunner().invoke(cli, ["matrix", "--emulate-missing", "--devices", "x86-64-v3,aarch64-v8.0"])
+    assert seen["emulate_missing"] is True and seen["devices"] == ["x86-64-v3", "aarch64-v8.0"]

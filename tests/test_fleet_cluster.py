@@ -326,3 +326,26 @@ def test_worker_joins_and_advertises_what_host_py_says(tmp_path):
     assert (seen["emulated"].get("Labels") or {}).get(nodes.LABEL_EMULATE) == "cortex-a72"
     assert {nodes.device_resource(p) for p in nodes.host_profiles()} <= set(native) and nodes.BUILD not in native
     assert nodes.LABEL_EMULATE not in (seen["native"].get("Labels") or {})
+
+
+def test_a_device_that_refuses_the_bundle_is_refused(tmp_path):
+    """A node told it is an x86-64-v4-vnni box (`worker --device`) that is really an emulated Haswell: the
+    VNNI profile's full-range INT8 bundle is refused there (exit 3), and the row says REFUSED."""
+    _need_cluster()
+    from coatnet_deploy.fleet import nodes
+    from coatnet_deploy.fleet.local import LocalCluster
+    from coatnet_deploy.fleet.matrix import run_fleet
+    from coatnet_deploy.fleet.schedulers import RayScheduler
+
+    specs = [nodes.NodeSpec(build=True, profiles=()), nodes.node_spec(emulate="haswell", device=["x86-64-v4-vnni"], build=False)]
+    with LocalCluster(specs) as c:
+        sched = RayScheduler(c.address)
+        try:
+            res = run_fleet(_config(targets=["onnxruntime"], precisions=["int8"], devices=["x86-64-v4-vnni"], cluster=c.address,
+                                    output=str(tmp_path / "o"), cell_timeout=600), scheduler=sched)
+        finally:
+            sched.close()
+    (row,) = res.rows
+    assert row.status == "REFUSED" and row.result["exit_code"] == 3 and "VNNI" in row.reason, row.status_text()
+    assert row.ran_on["emulate"] == "haswell" and row.build["status"] == "PASSED"
+    assert res.exit_code == 1

@@ -17,7 +17,7 @@ GROUPS = {
     "builders": nodes.NodeSpec(build=True, profiles=()),
     "edge-x86-64-v3": nodes.NodeSpec(build=False, profiles=("x86-64-v3",)),
     "xeon-amx": nodes.NodeSpec(build=False, profiles=("x86-64-v4-amx",)),
-    "jetson-orin": nodes.NodeSpec(build=False, profiles=("aarch64-v8.2-dotprod",), gpu={"compute_capability": "8.7"}),
+    "jetson-orin": nodes.NodeSpec(build=False, profiles=("aarch64-v8.2-dotprod",), gpu={"compute_capability": "8.7", "tensorrt": "10.3.0"}),
     "emulated-cortex-a72": nodes.NodeSpec(build=False, profiles=("aarch64-v8.0",), emulate="cortex-a72"),
 }
 

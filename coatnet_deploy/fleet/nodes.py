@@ -7,8 +7,9 @@ A node advertises (``node_resources``):
   ``--device`` names, or the profile an emulated CPU stands for;
 - ``coatnet/cpu/<name>``: the emulated CPU (``--emulate``), so a check can ask for exactly that one;
 - ``coatnet/emulator``: it can emulate any CPU QEMU offers (``--emulate-missing`` sends cells there);
-- ``coatnet/gpu`` and ``coatnet/gpu/cc<X.Y>``: a CUDA GPU of that compute capability with TensorRT
-  (probed in a child process: nothing touches TensorRT here).
+- ``coatnet/gpu``, ``coatnet/gpu/cc<X.Y>`` and ``coatnet/tensorrt/<major>``: a CUDA GPU of that compute
+  capability with that TensorRT (CUDA probed in a child process; TensorRT's version read from its package
+  metadata: nothing touches TensorRT here).
 
 One unit each, and one ``coatnet/slot`` that every device proof also asks for: a node proves one cell
 at a time, so a timing never shares the node with another proof.
@@ -33,6 +34,7 @@ SLOT = f"{PREFIX}/slot"
 #: node labels (Ray label keys): how device work runs on the node
 LABEL_EMULATE = "coatnet-emulate"
 LABEL_PROFILE = "coatnet-profile"
+LABEL_TENSORRT = "coatnet-tensorrt"
 
 
 def device_resource(profile: str) -> str:
@@ -116,12 +118,17 @@ class NodeSpec:
         if self.gpu:
             res[GPU] = 1.0
             res[gpu_resource(f"gpu-cc{self.gpu['compute_capability']}")] = 1.0
+            major = str(self.gpu.get("tensorrt") or "").split(".")[0]
+            if major.isdigit():
+                res[f"{PREFIX}/tensorrt/{major}"] = 1.0
         return res
 
     def labels(self) -> dict[str, str]:
         out = {LABEL_PROFILE: ",".join(self.profiles) or "none"}
         if self.emulate:
             out[LABEL_EMULATE] = self.emulate
+        if self.gpu and self.gpu.get("tensorrt"):
+            out[LABEL_TENSORRT] = str(self.gpu["tensorrt"])
         return out
 
 

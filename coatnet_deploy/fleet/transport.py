@@ -40,7 +40,7 @@ def pack(bundle: str | Path) -> bytes:
 def unpack(data: bytes, dest: str | Path) -> Path:
     """Tar bytes -> ``dest`` (created, or an empty folder), then checked: manifest.sha256 and every artifact's
     checksum. Returns the bundle path; UserError when the bytes are not a whole, unchanged bundle."""
-    from coatnet_deploy.bundle import check_manifest_sum, verify_bundle
+    from coatnet_deploy.bundle import verify_bundle
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -51,6 +51,5 @@ def unpack(data: bytes, dest: str | Path) -> Path:
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, OSError) as e:
         raise UserError("a bundle arrived damaged", f"its tar does not unpack ({e})", "run the cell again") from None
-    check_manifest_sum(dest)
-    verify_bundle(dest)
+    verify_bundle(dest)  # manifest.sha256 (every schema-2 bundle has one), then each artifact's size and SHA-256
     return dest

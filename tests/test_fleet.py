@@ -215,3 +215,14 @@ def test_emulate_missing_flag_is_unset_unless_given(monkeypatch):
     assert seen["emulate_missing"] is None and seen["cluster"] is None and seen["devices"] is None
     CliRunner().invoke(cli, ["matrix", "--emulate-missing", "--devices", "x86-64-v3,aarch64-v8.0"])
     assert seen["emulate_missing"] is True and seen["devices"] == ["x86-64-v3", "aarch64-v8.0"]
+
+
+def test_the_shipped_fleet_config_reads_and_makes_its_cells():
+    from coatnet_deploy.bench.matrix import make_matrix_config
+    from coatnet_deploy.fleet.matrix import fleet_cells
+    from coatnet_deploy.shipped import resolve_config
+
+    cfg = make_matrix_config(resolve_config("matrix-fleet", "matrix"), {"devices": ["x86-64-v3"]})
+    assert cfg.is_fleet and cfg.cluster is None and cfg.cell_timeout == 3600
+    keys = [c.key for c in fleet_cells(cfg)]
+    assert len(keys) == 2 * 2 * 2 and keys[0] == "coatnet_tiny/onnxruntime-fp32@x86-64-v3"

@@ -205,7 +205,7 @@ def test_installed_layout_finds_its_own_data(unpacked_wheel, tmp_path):
     assert got["calibration"] == str(data / "calibration") and got["photos"] >= 24
     assert got["openvino-int8"] == str(data / "export_configs" / "openvino-int8.yaml")
     assert got["matrix"] == str(data / "export_configs" / "matrix.yaml")
-    assert got["export"] == sorted(p.stem for p in (REPO / "export_configs").glob("*.yaml") if p.stem != "matrix")
+    assert got["export"] == sorted(p.stem for p in (REPO / "export_configs").glob("*.yaml") if not p.stem.startswith("matrix"))
 
 
 def test_installed_package_without_its_photos_names_where_it_looked(unpacked_wheel, tmp_path):
@@ -235,8 +235,9 @@ def test_editable_install_reads_the_checkout_folders():
     assert not (REPO / "coatnet_deploy" / "_data").exists(), "the checkout keeps one copy: the top-level folders"
     assert calibration_dir() == REPO / "calibration"
     assert shipped_dir("export_configs") == REPO / "export_configs"
-    assert shipped_configs("matrix") == {"matrix": REPO / "export_configs" / "matrix.yaml"}
-    assert "openvino-int8" in shipped_configs("export") and "matrix" not in shipped_configs("export")
+    assert shipped_configs("matrix") == {"matrix": REPO / "export_configs" / "matrix.yaml",
+                                         "matrix-fleet": REPO / "export_configs" / "matrix-fleet.yaml"}
+    assert "openvino-int8" in shipped_configs("export") and not any(n.startswith("matrix") for n in shipped_configs("export"))
 
 
 @pytest.mark.parametrize("value", ["openvino-int8", "openvino-int8.yaml"])
@@ -284,7 +285,7 @@ def test_matrix_command_takes_a_name(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, out, lines = cli_in_process(capsys, "matrix", "--config", "matrix-nope", "--json")
     assert rc == 1 and out == "" and len(lines) == 1
-    assert "config file 'matrix-nope' not found" in lines[0] and "one of matrix (shipped in" in lines[0]
+    assert "config file 'matrix-nope' not found" in lines[0] and "one of matrix-fleet, matrix (shipped in" in lines[0]
 
 
 def test_targets_says_where_the_shipped_configs_are(capsys):

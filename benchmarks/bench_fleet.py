@@ -53,9 +53,11 @@ def specs():
 
 def run_serial(out: Path, precisions: list[str]):
     from coatnet_deploy.fleet.matrix import run_fleet
+    from coatnet_deploy.progress import stdout_to_stderr
 
     t0 = time.perf_counter()
-    res = run_fleet(fleet_config(out, precisions, None))
+    with stdout_to_stderr():  # the exporters' logs; stdout is for the tables
+        res = run_fleet(fleet_config(out, precisions, None))
     return time.perf_counter() - t0, res
 
 

@@ -304,6 +304,7 @@ def _drive(cfg: MatrixConfig, scheduler, rows: list[FleetRow], out: Path, on_dri
                     _settle(row)
                     finish(row)
             running = scheduler.started_jobs()
+            live = scheduler.offered() if active else set()  # once a round: what the live nodes offer now
             for job in list(active.values()):
                 key = id(job)
                 if key not in started and f"{job.kind}:{job.key}" in running:
@@ -314,7 +315,7 @@ def _drive(cfg: MatrixConfig, scheduler, rows: list[FleetRow], out: Path, on_dri
                     del active[key]
                     row.set("TIMEOUT", f"{job.kind} ran past --cell-timeout {timeout:g} s")
                     finish(row)
-                elif not scheduler.still_offered(job):
+                elif job.resource not in live:
                     scheduler.cancel(job)
                     row = row_of.pop(key)
                     del active[key]

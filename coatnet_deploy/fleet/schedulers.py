@@ -1,9 +1,11 @@
 """Who runs a fleet's cells: this process, one after another (``SerialScheduler``), or a Ray cluster
 (``RayScheduler``). The driver (``fleet.matrix.run_fleet``) sees one small interface:
 
-    offered() -> set of resources        build(cell, settings, on_driver) -> job
-    prove(job, name, placement, ...) -> job    wait(jobs, timeout) -> done jobs
-    result(job) -> value (or raises CellLost)  cancel(job)    close()
+    offered() -> resources live nodes offer    build(cell, settings, on_driver) -> job
+    bundle_bytes(build job) -> bytes           prove(job, name, placement, ...) -> job
+    wait(jobs, timeout) -> done jobs           result(job) -> value (or raises CellLost)
+    started_jobs() -> "kind:key" a node began  lost_node(job) -> which node had it
+    cancel(job)                                close()
 
 Both call the same functions (``fleet.cells.build_cell`` / ``prove_bundles``); Ray only decides where.
 Ray is imported here and nowhere else, inside RayScheduler: a plain matrix never needs it.
@@ -93,9 +95,6 @@ class SerialScheduler:
         if job.error is not None:
             raise job.error
         return job.value
-
-    def still_offered(self, job: Job) -> bool:
-        return True
 
     def started_jobs(self) -> set[str]:
         return set()  # jobs here are done when submitted: nothing to time out
@@ -249,10 +248,6 @@ class RayScheduler:
             raise CellLost(f"{type(e).__name__} after {self.retries} retries", node) from None
         except ex.RayTaskError as e:
             raise e.as_instanceof_cause() from None
-
-    def still_offered(self, job: Job) -> bool:
-        """False once no live node offers the job's resource (its node died, none like it is left)."""
-        return job.resource in self.offered()
 
     def started_jobs(self) -> set[str]:
         """``kind:key`` of every job a node has started (the ledger)."""

@@ -385,13 +385,14 @@ def fleet_markdown(result: FleetResult) -> str:
 
 def fleet_html(result: FleetResult) -> str:
     """matrix.html: the same table through the report templates (self-contained, no script)."""
-    from coatnet_deploy.report.blocks import ReportView, Section, para, text
+    from coatnet_deploy.report.blocks import Cell, ReportView, Section, para
     from coatnet_deploy.report.blocks import Table as ViewTable
     from coatnet_deploy.report.render import render_view_html
 
     table = fleet_table(result)
     styles = {"PASSED": "pass", "FAILED": "fail"}
-    rows = [[text(c, style=styles.get(r.status, "fail") if i == 4 else "") for i, c in enumerate(cells)]
+    numeric = range(5, len(COLUMNS) - 1)  # size .. img/s: right-aligned where filled
+    rows = [[Cell(c, style=styles.get(r.status, "fail") if i == 4 else "", numeric=i in numeric and c != "-") for i, c in enumerate(cells)]
             for r, cells in zip(result.rows, table.rows)]
     notes = _notes(result)
     sections = [Section("cells", "Cells", [para(notes[1], style="note"), ViewTable(list(table.columns), rows)])]

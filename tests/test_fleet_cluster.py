@@ -349,3 +349,27 @@ def test_a_device_that_refuses_the_bundle_is_refused(tmp_path):
     assert row.status == "REFUSED" and row.result["exit_code"] == 3 and "VNNI" in row.reason, row.status_text()
     assert row.ran_on["emulate"] == "haswell" and row.build["status"] == "PASSED"
     assert res.exit_code == 1
+
+
+def test_emulate_missing_sends_a_profile_no_node_has_to_an_emulator(tmp_path):
+    """No node is an ARMv8.2 board, one is an emulator (`worker --emulator`): with --emulate-missing the cell
+    runs there as an emulated Neoverse-N1 (the profile's floor), and the row says so."""
+    _need_cluster()
+    from coatnet_deploy.fleet import nodes
+    from coatnet_deploy.fleet.local import LocalCluster
+    from coatnet_deploy.fleet.matrix import run_fleet
+    from coatnet_deploy.fleet.schedulers import RayScheduler
+
+    specs = [nodes.NodeSpec(build=True, profiles=()), nodes.node_spec(device=["x86-64-v3"], build=False, emulator=True)]
+    with LocalCluster(specs) as c:
+        sched = RayScheduler(c.address)
+        try:
+            res = run_fleet(_config(targets=["onnxruntime"], precisions=["fp32"], devices=["aarch64-v8.2-dotprod"], cluster=c.address,
+                                    emulate_missing=True, output=str(tmp_path / "o"), cell_timeout=600), scheduler=sched)
+        finally:
+            sched.close()
+    (row,) = res.rows
+    assert row.status == "PASSED", row.status_text()
+    assert row.placement["resource"] == nodes.EMULATOR and row.ran_on["emulate"] == "neoverse-n1" and row.ran_on["emulated"]
+    assert row.result["cpu"]["arch"] == "aarch64" and "ASIMDDP" in row.result["cpu"]["features"]
+    assert "timing" not in row.result and "emulated" in row.ran_on_text()

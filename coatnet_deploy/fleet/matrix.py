@@ -210,18 +210,19 @@ def run_fleet(cfg: MatrixConfig, scheduler=None, say: Callable[[str], None] | No
     scheduler = scheduler or make_scheduler(cfg)
     t0 = time.perf_counter()
     rows = [FleetRow(c.model, c.target, c.precision, c.device) for c in cells]
+    where = scheduler.describe()
     try:
         on_driver = _reads_driver_files(cfg)
         if on_driver and getattr(scheduler, "name", "") == "ray" and not scheduler.driver_builds():
             raise UserError(f"the fleet reads {', '.join(on_driver)} from this machine, which is no builder node",
                             "files on the driver's disk never leave it except inside bundles, so those builds run here",
                             "run the matrix on a builder node (`coatnet-deploy worker` without --emulate joins one)")
-        say(f"fleet: {len(rows)} cell(s) on {scheduler.describe()}")
+        say(f"fleet: {len(rows)} cell(s) on {where}")
         _drive(cfg, scheduler, rows, out, bool(on_driver), say)
     finally:
         if own:
             scheduler.close()
-    result = FleetResult(cfg, rows, out, scheduler.describe() if not own else getattr(scheduler, "name", "?"))
+    result = FleetResult(cfg, rows, out, where)
     result.seconds = time.perf_counter() - t0
     result.environment = environment({}, cfg.threads)
     out.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,15 @@ def test_worker_dry_run_prints_the_advertisement(capsys):
     assert "coatnet/build" not in out.splitlines()[0]
 
 
+def test_worker_without_the_extra_is_one_line():
+    code = ("import sys; sys.modules['ray'] = None\nfrom coatnet_deploy.cli import main\n"
+            "main(['worker', '--address', '127.0.0.1:6379'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 1
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
+        "error: `coatnet-deploy worker` needs Ray: the `cluster` extra is not installed. Pip install 'coatnet-deploy[cluster]'."]
+
+
 def test_bundles_travel_as_bytes_and_are_checked_on_arrival(bundle, tmp_path):
     data = transport.pack(bundle)
     back = transport.unpack(data, tmp_path / "ok")

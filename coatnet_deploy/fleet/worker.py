@@ -39,7 +39,8 @@ def run_worker(address: str | None, device: list[str] | None, emulate: str | Non
     """Join (or, with ``head``, start) a cluster as this node; blocks until the node stops -> ray's exit status."""
     import importlib.util
 
-    if importlib.util.find_spec("ray") is None:
+    # --dry-run needs no Ray: it says what a node would offer (KubeRay's rayStartParams are written from it)
+    if not dry_run and importlib.util.find_spec("ray") is None:
         raise UserError("`coatnet-deploy worker` needs Ray", "the `cluster` extra is not installed", "pip install 'coatnet-deploy[cluster]'")
     if not head and not address:
         raise UserError("no cluster address", "a worker joins an existing Ray head", "pass --address HOST:PORT (or --head to start one)")

@@ -57,27 +57,21 @@ def matrix_cmd(config_file, iterations, as_json, **flags):
     if iterations is not None:
         cfg.bench = {**cfg.bench, "min_iters": iterations}
     if cfg.is_fleet:
-        return _fleet(cfg, as_json)
+        from coatnet_deploy.fleet.matrix import format_fleet, run_fleet
+
+        with stdout_to_stderr():
+            result = run_fleet(cfg, say=None if as_json else (lambda line: click.echo(line, err=True)))
+        return _emit(result, as_json, format_fleet, "matrix.md and matrix.html")
     # exporters (NNCF) log to stdout; stdout is for the table / JSON only
     with ProgressLine(quiet=as_json) as progress, stdout_to_stderr():
         result = run_matrix(cfg, progress=progress)
+    return _emit(result, as_json, format_matrix, "matrix.md")
+
+
+def _emit(result, as_json: bool, text, also: str) -> int:
     if as_json:
         emit_json(result.to_dict())
     else:
-        click.echo(format_matrix(result))
-        click.echo(f"wrote {result.output / 'matrix.json'} and {result.output / 'matrix.md'}")
-    return result.exit_code
-
-
-def _fleet(cfg, as_json: bool) -> int:
-    from coatnet_deploy.fleet.matrix import format_fleet, run_fleet
-    from coatnet_deploy.progress import stdout_to_stderr
-
-    with stdout_to_stderr():
-        result = run_fleet(cfg, say=None if as_json else (lambda line: click.echo(line, err=True)))
-    if as_json:
-        emit_json(result.to_dict())
-    else:
-        click.echo(format_fleet(result))
-        click.echo(f"wrote {result.output / 'matrix.json'}, matrix.md and matrix.html")
+        click.echo(text(result))
+        click.echo(f"wrote {result.output / 'matrix.json'} and {also}")
     return result.exit_code

@@ -213,7 +213,7 @@ def run_fleet(cfg: MatrixConfig, scheduler=None, say: Callable[[str], None] | No
     where = scheduler.describe()
     try:
         on_driver = _reads_driver_files(cfg)
-        if on_driver and getattr(scheduler, "name", "") == "ray" and not scheduler.driver_builds():
+        if on_driver and not scheduler.driver_builds():
             raise UserError(f"the fleet reads {', '.join(on_driver)} from this machine, which is no builder node",
                             "files on the driver's disk never leave it except inside bundles, so those builds run here",
                             "run the matrix on a builder node (`coatnet-deploy worker` without --emulate joins one)")

@@ -2,20 +2,20 @@
 (``RayScheduler``). The driver (``fleet.matrix.run_fleet``) sees one small interface:
 
     offered() -> resources live nodes offer    build(cell, settings, on_driver) -> job
+    driver_builds() -> can pinned builds run
     bundle_bytes(build job) -> bytes           prove(job, name, placement, ...) -> job
     wait(jobs, timeout) -> done jobs           result(job) -> value (or raises CellLost)
     started_jobs() -> "kind:key" a node began  lost_node(job) -> which node had it
     cancel(job)                                close()
 
 Both call the same functions (``fleet.cells.build_cell`` / ``prove_bundles``); Ray only decides where.
-Ray is imported here and nowhere else, inside RayScheduler: a plain matrix never needs it.
+Ray is imported inside RayScheduler (and by fleet.local and cells.node_info on a node): a plain matrix never needs it.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from coatnet_deploy.errors import UserError
@@ -44,7 +44,6 @@ class Job:
     bundle_ref: Any = None  # build on Ray: the ObjectRef of the bundle bytes
     value: Any = None  # serial: the result
     error: BaseException | None = None
-    submitted: float = field(default_factory=time.monotonic)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -66,6 +65,9 @@ class SerialScheduler:
 
     def offered(self) -> set[str]:
         return set(self.spec.resources())
+
+    def driver_builds(self) -> bool:
+        return True  # this process is the driver and the builder
 
     def build(self, cell: cells.FleetCell, settings: dict[str, Any], on_driver: bool) -> Job:
         job = Job("build", cell.key, nodes.BUILD)
